@@ -1,0 +1,145 @@
+"""Batches of span-NER examples for `MaralForSpanNER`, target-text MLM masking and entity-coverage reports.
+
+The span features themselves (subword alignment, span enumeration, morphology ids) are computed by
+`modeling_maral.featurize_words`, the same code `predict` uses; this module adds gold labels and bookkeeping.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from modeling_maral import (
+    SentenceFeatures,
+    collate_span_features,
+    enumerate_spans,
+    featurize_words,
+    lone_piece_id,
+    span_index_offsets,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def span_label_ids(features: SentenceFeatures, spans: list[dict[str, int]], max_span_width: int) -> np.ndarray:
+    """Gold class id of every kept span of a sentence (0 = `O`); entities wider than the limit are skipped."""
+    enumerated = np.zeros(len(enumerate_spans(features.num_words, max_span_width)), dtype=np.int64)
+    offsets = span_index_offsets(features.num_words, max_span_width)
+    for span in spans:
+        start, end = span["start"], span["end"]
+        if end - start < max_span_width:
+            enumerated[offsets[start] + end - start] = span["label"]
+    return enumerated[features.enumerated_index]
+
+
+@dataclass
+class MaralDataCollator:
+    """Turns dataset rows (`tokens`, `spans`, `sentence_id`) into padded model inputs.
+
+    Args:
+        tokenizer: a fast tokenizer.
+        max_span_width: longest span in words.
+        max_seq_length: subword budget per sentence.
+        label_column: column holding gold spans used as `labels` (`None` for unlabeled text).
+
+    Example:
+        >>> collator = MaralDataCollator(tokenizer, max_span_width=4, max_seq_length=128)
+        >>> batch = collator([dataset[0], dataset[1]])
+        >>> sorted(batch)[:3]
+        ['attention_mask', 'input_ids', 'labels']
+    """
+
+    tokenizer: Any
+    max_span_width: int = 4
+    max_seq_length: int = 128
+    label_column: str | None = "spans"
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        features = featurize_words(
+            self.tokenizer, [row["tokens"] for row in rows], self.max_span_width, self.max_seq_length
+        )
+        batch = collate_span_features(features, self.tokenizer.pad_token_id)
+        if "sentence_id" in rows[0]:
+            batch["sentence_ids"] = torch.tensor([row["sentence_id"] for row in rows], dtype=torch.long)
+        if self.label_column is not None:
+            labels = torch.full(batch["span_mask"].shape, -100, dtype=torch.long)
+            for index, (row, sentence) in enumerate(zip(rows, features)):
+                sentence_labels = span_label_ids(sentence, row[self.label_column], self.max_span_width)
+                labels[index, : len(sentence_labels)] = torch.from_numpy(sentence_labels)
+            batch["labels"] = labels
+        return batch
+
+
+def mask_tokens_for_mlm(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    tokenizer: Any,
+    mask_rate: float = 0.25,
+    generator: torch.Generator | None = None,
+    hide_masked_tokens: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Masks target-text subwords for the MLM auxiliary (§2.11 of the method notes).
+
+    Every real position except special tokens and the lone `▁` piece is selected with probability `mask_rate`
+    and always replaced by the mask token (no 80/10/10). With `hide_masked_tokens` (the upstream behaviour) the
+    attention mask is also 0 at masked positions.
+
+    Returns:
+        `(masked_input_ids, attention_mask, mlm_labels)` with -100 at unselected positions.
+    """
+    if tokenizer.mask_token_id is None:
+        raise ValueError("The tokenizer has no mask token; the MLM auxiliary needs one (set `mlm_weight=0`).")
+    protected = torch.tensor(sorted(set(tokenizer.all_special_ids) | {lone_piece_id(tokenizer) or -1}))
+    candidates = attention_mask.bool() & ~torch.isin(input_ids, protected)
+    draws = torch.rand(input_ids.shape, generator=generator)
+    selected = candidates & (draws < mask_rate)
+    masked_ids = input_ids.masked_fill(selected, tokenizer.mask_token_id)
+    labels = input_ids.masked_fill(~selected, -100)
+    attention = attention_mask.masked_fill(selected, 0) if hide_masked_tokens else attention_mask.clone()
+    return masked_ids, attention, labels
+
+
+def entity_coverage(
+    dataset, tokenizer: Any, max_span_width: int, max_seq_length: int, column: str = "spans", batch_size: int = 256
+) -> dict[str, int]:
+    """Counts gold entities the model can never score: wider than `max_span_width`, or past `max_seq_length`.
+
+    Returns:
+        `{"total": ..., "too_wide": ..., "truncated": ...}`.
+    """
+    counts = {"total": 0, "too_wide": 0, "truncated": 0}
+    for begin in range(0, len(dataset), batch_size):
+        rows = dataset[begin : begin + batch_size]
+        features = featurize_words(tokenizer, rows["tokens"], max_span_width, max_seq_length)
+        for sentence, spans in zip(features, rows[column]):
+            scorable = {(int(start), int(end)) for start, end in sentence.span_words}
+            for span in spans:
+                counts["total"] += 1
+                if span["end"] - span["start"] >= max_span_width:
+                    counts["too_wide"] += 1
+                elif (span["start"], span["end"]) not in scorable:
+                    counts["truncated"] += 1
+    return counts
+
+
+def warn_about_unreachable_entities(
+    counts: dict[str, int], dataset_name: str, max_span_width: int, max_seq_length: int
+):
+    """Logs one summary warning when some gold entities can never be predicted."""
+    lost = counts["too_wide"] + counts["truncated"]
+    if lost:
+        logger.warning(
+            "%s: %d of %d gold entities can never be predicted (%d wider than max_span_width=%d words, %d past "
+            "max_seq_length=%d subwords). Raise those limits to cover them.",
+            dataset_name,
+            lost,
+            counts["total"],
+            counts["too_wide"],
+            max_span_width,
+            counts["truncated"],
+            max_seq_length,
+        )

@@ -1,0 +1,147 @@
+"""Span-NER evaluation: the paper's span F1 (§4.2 of the method notes) and seqeval strict IOB2 P/R/F1.
+
+Both are computed from the same decoded entities:
+
+- **span F1** counts exact `(start, end, label)` matches against the gold entities that the model could score
+  (enumerated spans of at most `max_span_width` words that fit `max_seq_length`), as in the MARAL code;
+- **seqeval** rebuilds IOB2 tag sequences from *all* gold entities (wider or truncated ones included) and from the
+  predicted entities, and runs seqeval in strict mode.
+
+Example:
+    >>> metrics, predictions = evaluate_model(model, dataset, batch_size=32)
+    >>> metrics["span_f1"], metrics["seqeval_f1"]
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from seqeval.metrics import classification_report
+from seqeval.scheme import IOB2
+
+from modeling_maral import OUTSIDE_LABEL, SentencePrediction
+
+Entity = tuple[int, int, int]
+
+
+def gold_entities(row: dict[str, Any], column: str) -> list[Entity]:
+    """`(start, end, label_id)` gold entities of a dataset row (`spans` or `gold_spans` column)."""
+    return [(span["start"], span["end"], span["label"]) for span in row[column]]
+
+
+def predicted_entities(prediction: SentencePrediction) -> list[Entity]:
+    return [(start, end, label) for start, end, label, _ in prediction.entities]
+
+
+def entities_to_iob2(entities: list[Entity], num_words: int, labels: list[str]) -> list[str]:
+    """IOB2 tags of `num_words` words; for overlapping entities the later one in the list wins."""
+    tags = [OUTSIDE_LABEL] * num_words
+    for start, end, label_id in entities:
+        name = labels[label_id]
+        tags[start] = f"B-{name}"
+        for position in range(start + 1, end + 1):
+            tags[position] = f"I-{name}"
+    return tags
+
+
+def precision_recall_f1(correct: int, predicted: int, gold: int) -> tuple[float, float, float]:
+    """Micro P/R/F1 (0 where undefined)."""
+    precision = correct / predicted if predicted else 0.0
+    recall = correct / gold if gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
+def span_f1_counts(
+    predictions: list[SentencePrediction], golds: list[list[Entity]]
+) -> tuple[Counter, Counter, Counter]:
+    """Per-label counts of correct, predicted and reachable gold entities (label id -> count)."""
+    correct, predicted, gold = Counter(), Counter(), Counter()
+    for prediction, sentence_gold in zip(predictions, golds):
+        scorable = {(int(start), int(end)) for start, end in prediction.span_words}
+        reachable = {entity for entity in sentence_gold if entity[:2] in scorable}
+        entities = set(predicted_entities(prediction))
+        predicted.update(label for _, _, label in entities)
+        gold.update(label for _, _, label in reachable)
+        correct.update(label for _, _, label in entities & reachable)
+    return correct, predicted, gold
+
+
+def compute_span_metrics(
+    predictions: list[SentencePrediction], golds: list[list[Entity]], labels: list[str]
+) -> dict[str, Any]:
+    """Span F1 and seqeval metrics, overall and per label.
+
+    Returns:
+        `span_precision`, `span_recall`, `span_f1`, `seqeval_precision`, `seqeval_recall`, `seqeval_f1` and
+        `per_label` (`{label: {span_f1, seqeval_precision, seqeval_recall, seqeval_f1, support}}`).
+    """
+    correct, predicted, gold = span_f1_counts(predictions, golds)
+    span_p, span_r, span_f = precision_recall_f1(sum(correct.values()), sum(predicted.values()), sum(gold.values()))
+    true_tags = [
+        entities_to_iob2(sentence_gold, prediction.features.num_words, labels)
+        for prediction, sentence_gold in zip(predictions, golds)
+    ]
+    predicted_tags = [
+        entities_to_iob2(predicted_entities(prediction), prediction.features.num_words, labels)
+        for prediction in predictions
+    ]
+    report = classification_report(
+        true_tags, predicted_tags, mode="strict", scheme=IOB2, output_dict=True, zero_division=0
+    )
+    micro = report.get("micro avg", {"precision": 0.0, "recall": 0.0, "f1-score": 0.0})
+    per_label = {}
+    for label_id, name in enumerate(labels[1:], start=1):
+        label_report = report.get(name, {"precision": 0.0, "recall": 0.0, "f1-score": 0.0, "support": 0})
+        per_label[name] = {
+            "span_f1": precision_recall_f1(correct[label_id], predicted[label_id], gold[label_id])[2],
+            "seqeval_precision": float(label_report["precision"]),
+            "seqeval_recall": float(label_report["recall"]),
+            "seqeval_f1": float(label_report["f1-score"]),
+            "support": int(label_report["support"]),
+        }
+    return {
+        "span_precision": span_p,
+        "span_recall": span_r,
+        "span_f1": span_f,
+        "seqeval_precision": float(micro["precision"]),
+        "seqeval_recall": float(micro["recall"]),
+        "seqeval_f1": float(micro["f1-score"]),
+        "per_label": per_label,
+    }
+
+
+def evaluate_model(
+    model,
+    dataset,
+    batch_size: int = 32,
+    decoding: str | None = None,
+    gold_column: str | None = None,
+) -> tuple[dict[str, Any], list[SentencePrediction]]:
+    """Predicts every sentence of `dataset` and scores the result.
+
+    Args:
+        model: a `MaralForSpanNER` with a tokenizer attached.
+        dataset: a `datasets.Dataset` from `data_loading.load_spans`.
+        batch_size: sentences per forward pass.
+        decoding: overlap resolution (defaults to the model's).
+        gold_column: `spans` or `gold_spans`; by default `gold_spans` when present (unlabeled target text).
+
+    Returns:
+        The metrics of `compute_span_metrics` and the per-sentence predictions.
+    """
+    if gold_column is None:
+        gold_column = "gold_spans" if "gold_spans" in dataset.column_names else "spans"
+    rows = dataset.select_columns(["tokens", gold_column]).to_list()
+    predictions = model.predict_words([row["tokens"] for row in rows], batch_size=batch_size, decoding=decoding)
+    golds = [gold_entities(row, gold_column) for row in rows]
+    return compute_span_metrics(predictions, golds, model.config.labels), predictions
+
+
+def flatten_metrics(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
+    """`{prefix_span_f1: ..., prefix_PER_seqeval_f1: ...}` for logging and result files."""
+    flat = {f"{prefix}_{key}": value for key, value in metrics.items() if key != "per_label"}
+    for label, values in metrics.get("per_label", {}).items():
+        flat.update({f"{prefix}_{label}_{key}": value for key, value in values.items()})
+    return flat

@@ -1,0 +1,975 @@
+# Copyright 2026 The maral-xner authors. Licensed under the Apache License, Version 2.0.
+"""MARAL span-NER model: configuration, span features, model, decoding and `predict`.
+
+This file is uploaded next to `config.json` on the Hugging Face Hub so that
+
+    >>> from transformers import AutoModel
+    >>> model = AutoModel.from_pretrained("user/maral-xner-de", trust_remote_code=True)
+    >>> model.predict("Angela Merkel besuchte Paris .")
+    [{'text': 'Angela Merkel', 'label': 'PER', 'score': 0.99, 'start': 0, 'end': 13, ...}, ...]
+
+works without installing anything. It therefore imports only `torch`, `numpy` (a dependency of both) and
+`transformers`.
+
+Data flow: words -> `featurize_words` (subword alignment, span enumeration, span features) -> `collate_span_features`
+(padded tensors) -> `MaralForSpanNER.forward` (span logits and projections) -> `decode_spans` (entities).
+
+Method: Zhu et al., "Large Margin Representation Learning for Robust Cross-lingual Named Entity Recognition",
+ACL 2025. The span representation follows the SpanNER design used there: start and end subword states, a
+subword-width bucket embedding, a word-length embedding and summed per-word morphology embeddings.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel
+from transformers.utils import ModelOutput, logging
+
+__version__ = "0.1.0"
+
+logger = logging.get_logger(__name__)
+
+OUTSIDE_LABEL = "O"
+DECODING_MODES = ("greedy", "legacy", "none")
+PREDICTION_HEADS = ("mlp", "vmf")
+# Keys of a loaded nested config that must never reach a loader (remote-code and hub-resolution keys).
+UNSAFE_ENCODER_CONFIG_KEYS = ("trust_remote_code", "auto_map", "_name_or_path", "name_or_path", "custom_pipelines")
+# Batch keys consumed by `MaralForSpanNER.forward`; collators may add others (labels, word indices, ids).
+MODEL_INPUT_NAMES = (
+    "input_ids",
+    "attention_mask",
+    "span_token_starts",
+    "span_token_ends",
+    "span_word_lengths",
+    "span_morph_ids",
+    "span_mask",
+)
+
+# Morphology categories of a word (§2.9 of the method notes), tested in this order.
+MORPH_PAD, MORPH_UPPER, MORPH_LOWER, MORPH_TITLE, MORPH_DIGIT, MORPH_OTHER = range(6)
+NUM_MORPH_IDS = 6
+# Raw-text word splitting for `predict`: runs of letters/digits (inner hyphens, apostrophes and dots kept, as in
+# "U.S.", "co-operation", "don't") and single other non-space characters (punctuation).
+WORD_PATTERN = re.compile(r"\w+(?:[-'’.]\w+)*|[^\w\s]")
+
+
+class MaralConfig(PretrainedConfig):
+    r"""Configuration of a [`MaralForSpanNER`] model.
+
+    Args:
+        encoder_config (`dict` or `PretrainedConfig`, *optional*):
+            Configuration of the transformer encoder (any BERT/XLM-R-family model known to `AutoConfig`). Loaded
+            dictionaries are stripped of remote-code keys (`trust_remote_code`, `auto_map`, ...) before use. Defaults
+            to a default `BertConfig`.
+        labels (`list[str]`, *optional*, defaults to `["O"]`):
+            Span labels, `"O"` (no entity) first. `id2label`/`label2id` are derived from it.
+        max_span_width (`int`, *optional*, defaults to 4):
+            Longest span, in words, that is enumerated and can be predicted.
+        max_seq_length (`int`, *optional*, defaults to 128):
+            Subword budget per sentence, special tokens included. Spans ending past it are not scored.
+        num_width_buckets (`int`, *optional*, defaults to 4):
+            Rows of the subword-width embedding; the width `end_subword - start_subword` is clamped to the last row.
+        width_embedding_dim (`int`, *optional*, defaults to 50):
+            Size of the subword-width embedding.
+        length_embedding_dim (`int`, *optional*, defaults to 100):
+            Size of the word-length embedding (0 disables it).
+        morphology_embedding_dim (`int`, *optional*, defaults to 100):
+            Size of the morphology embedding, summed over the words of a span (0 disables it).
+        classifier_dropout (`float`, *optional*, defaults to 0.2):
+            Dropout on the span representation and inside the MLP heads.
+        projection_dim (`int`, *optional*, defaults to 64):
+            Size of the L2-normalised projection used by the contrastive (vMF) head.
+        contrastive_temperature (`float`, *optional*, defaults to 0.07):
+            Contrastive temperature `T` of the vMF head.
+        prediction_head (`str`, *optional*, defaults to `"mlp"`):
+            Which scores `predict` and evaluation use: `"mlp"` (the span classifier) or `"vmf"` (the distribution
+            -modelling head trained by MARAL's student stage; its class statistics are buffers of the model).
+        decoding (`str`, *optional*, defaults to `"greedy"`):
+            Default overlap resolution: `"greedy"` (non-overlapping, by descending score), `"legacy"` (the upstream
+            heuristic) or `"none"` (overlaps kept).
+        use_mlm_head (`bool`, *optional*, defaults to `True`):
+            Whether the model has a masked-LM head (tied to the input embeddings) for the target-text MLM auxiliary.
+        source_language (`str`, *optional*):
+            Language code of the labelled training data, for model cards.
+        target_language (`str`, *optional*):
+            Language code of the unlabelled target text, for model cards.
+
+    Example:
+
+        >>> from transformers import BertConfig
+        >>> config = MaralConfig(encoder_config=BertConfig(hidden_size=32, num_hidden_layers=2,
+        ...     num_attention_heads=2, intermediate_size=64), labels=["O", "PER", "LOC"])
+        >>> config.num_labels
+        3
+    """
+
+    model_type = "maral"
+
+    def __init__(
+        self,
+        encoder_config: dict | PretrainedConfig | None = None,
+        labels: list[str] | None = None,
+        max_span_width: int = 4,
+        max_seq_length: int = 128,
+        num_width_buckets: int = 4,
+        width_embedding_dim: int = 50,
+        length_embedding_dim: int = 100,
+        morphology_embedding_dim: int = 100,
+        classifier_dropout: float = 0.2,
+        projection_dim: int = 64,
+        contrastive_temperature: float = 0.07,
+        prediction_head: str = "mlp",
+        decoding: str = "greedy",
+        use_mlm_head: bool = True,
+        source_language: str | None = None,
+        target_language: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.encoder_config = build_encoder_config(encoder_config)
+        labels = list(labels) if labels is not None else _labels_from_id2label(kwargs.get("id2label"))
+        validate_labels(labels)
+        self.labels = labels
+        kwargs["id2label"] = dict(enumerate(labels))
+        kwargs["label2id"] = {label: index for index, label in enumerate(labels)}
+        _check_choice("prediction_head", prediction_head, PREDICTION_HEADS)
+        _check_choice("decoding", decoding, DECODING_MODES)
+        if max_span_width < 1:
+            raise ValueError(f"`max_span_width` must be at least 1, got {max_span_width}.")
+        if max_seq_length < 3:
+            raise ValueError(
+                f"`max_seq_length` must be at least 3 (two special tokens and a word), got {max_seq_length}."
+            )
+        self.max_span_width = max_span_width
+        self.max_seq_length = max_seq_length
+        self.num_width_buckets = num_width_buckets
+        self.width_embedding_dim = width_embedding_dim
+        self.length_embedding_dim = length_embedding_dim
+        self.morphology_embedding_dim = morphology_embedding_dim
+        self.classifier_dropout = classifier_dropout
+        self.projection_dim = projection_dim
+        self.contrastive_temperature = contrastive_temperature
+        self.prediction_head = prediction_head
+        self.decoding = decoding
+        self.use_mlm_head = use_mlm_head
+        self.source_language = source_language
+        self.target_language = target_language
+        self.maral_version = kwargs.pop("maral_version", __version__)
+        super().__init__(**kwargs)
+
+    @property
+    def span_representation_size(self) -> int:
+        """Size of the concatenated span representation `[h_start; h_end; width; length; morphology]`."""
+        return (
+            2 * self.encoder_config.hidden_size
+            + self.width_embedding_dim
+            + self.length_embedding_dim
+            + self.morphology_embedding_dim
+        )
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {', '.join(choices)}; got {value!r}.")
+
+
+def _labels_from_id2label(id2label: dict | None) -> list[str]:
+    if not id2label:
+        return [OUTSIDE_LABEL]
+    return [id2label[key] for key in sorted(id2label, key=int)]
+
+
+def validate_labels(labels: list[str]) -> None:
+    """Checks that `labels` is a list of distinct strings starting with `"O"`.
+
+    Raises:
+        ValueError: naming the offending entry.
+    """
+    if not labels or labels[0] != OUTSIDE_LABEL:
+        raise ValueError(f"`labels` must start with {OUTSIDE_LABEL!r} (no entity); got {labels!r}.")
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise ValueError(f"`labels` contains duplicates: {duplicates}.")
+    if not all(isinstance(label, str) and label for label in labels):
+        raise ValueError(f"`labels` must be non-empty strings; got {labels!r}.")
+
+
+def build_encoder_config(encoder_config: dict | PretrainedConfig | None) -> PretrainedConfig:
+    """Builds the nested encoder configuration without forwarding untrusted keys to any loader.
+
+    Only model types known to this `transformers` installation are accepted (no remote code).
+    """
+    if encoder_config is None:
+        return AutoConfig.for_model("bert")
+    if isinstance(encoder_config, PretrainedConfig):
+        return encoder_config
+    if not isinstance(encoder_config, dict) or "model_type" not in encoder_config:
+        raise ValueError("`encoder_config` must be a `PretrainedConfig` or a dict with a `model_type` key.")
+    safe = {key: value for key, value in encoder_config.items() if key not in UNSAFE_ENCODER_CONFIG_KEYS}
+    model_type = safe.pop("model_type")
+    try:
+        return AutoConfig.for_model(model_type, **safe)
+    except ValueError as error:
+        raise ValueError(
+            f"Unknown encoder model type {model_type!r} in `encoder_config`; use a BERT/XLM-R-family encoder."
+        ) from error
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Span features
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1024)
+def enumerate_spans(num_words: int, max_span_width: int) -> np.ndarray:
+    """All word spans of width 1..`max_span_width`, ordered by start then end.
+
+    Returns:
+        `np.ndarray` of shape `(num_spans, 2)` with inclusive `(start, end)` word indices; `4n - 6` rows for
+        `n >= 4` words at width 4. The array is cached: do not modify it.
+
+    Example:
+        >>> enumerate_spans(3, 2).tolist()
+        [[0, 0], [0, 1], [1, 1], [1, 2], [2, 2]]
+    """
+    starts = np.repeat(np.arange(num_words), max_span_width)
+    ends = starts + np.tile(np.arange(max_span_width), num_words)
+    valid = ends < num_words
+    spans = np.stack([starts[valid], ends[valid]], axis=1).astype(np.int64)
+    spans.setflags(write=False)
+    return spans
+
+
+def span_index_offsets(num_words: int, max_span_width: int) -> np.ndarray:
+    """Index of the first enumerated span starting at each word: span `(s, e)` is row `offsets[s] + e - s`."""
+    per_start = np.minimum(max_span_width, num_words - np.arange(num_words))
+    return np.concatenate([[0], np.cumsum(per_start)[:-1]]).astype(np.int64)
+
+
+def morphology_id(word: str) -> int:
+    """Morphology category of a word: upper 1, lower 2, title 3, digits 4, other 5 (Python `str` predicates)."""
+    if word.isupper():
+        return MORPH_UPPER
+    if word.islower():
+        return MORPH_LOWER
+    if word.istitle():
+        return MORPH_TITLE
+    if word.isdigit():
+        return MORPH_DIGIT
+    return MORPH_OTHER
+
+
+def lone_piece_id(tokenizer) -> int | None:
+    """Id of a stand-alone word-boundary piece (XLM-R's `▁`), which never starts a span; `None` if absent."""
+    piece_id = tokenizer.convert_tokens_to_ids("▁")
+    if piece_id is None or piece_id == tokenizer.unk_token_id:
+        return None
+    return int(piece_id)
+
+
+def word_subword_boundaries(word_ids: list[int | None], input_ids: list[int], num_words: int, skip_id: int | None):
+    """First and last subword of every word (-1 for a word without subwords).
+
+    The first subword skips a stand-alone `skip_id` piece (XLM-R's `▁`) when the word has another piece.
+    """
+    word_index = np.array([-1 if w is None else w for w in word_ids], dtype=np.int64)
+    positions = np.arange(len(word_index), dtype=np.int64)
+    in_word = word_index >= 0
+    last = np.full(num_words, -1, dtype=np.int64)
+    np.maximum.at(last, word_index[in_word], positions[in_word])
+    sentinel = len(word_index)
+    first_any = np.full(num_words, sentinel, dtype=np.int64)
+    np.minimum.at(first_any, word_index[in_word], positions[in_word])
+    first = first_any.copy()
+    if skip_id is not None:
+        content = in_word & (np.asarray(input_ids, dtype=np.int64) != skip_id)
+        first_content = np.full(num_words, sentinel, dtype=np.int64)
+        np.minimum.at(first_content, word_index[content], positions[content])
+        first = np.where(first_content < sentinel, first_content, first_any)
+    first[first == sentinel] = -1
+    return first, last
+
+
+@dataclass
+class SentenceFeatures:
+    """Span features of one sentence, before padding.
+
+    Attributes:
+        input_ids: subword ids, special tokens included, at most `max_seq_length` long.
+        span_words: `(K, 2)` inclusive word indices of the kept (scorable) spans, in enumeration order.
+        span_tokens: `(K, 2)` first/last subword position of each kept span.
+        morph_ids: `(K, max_span_width)` morphology ids of the words of each span (0 = padding).
+        enumerated_index: `(K,)` row of each kept span in `enumerate_spans(num_words, max_span_width)`.
+        num_words: number of words.
+        num_dropped_spans: enumerated spans that were dropped because they end past `max_seq_length`.
+        first_unread_word: index of the first word that does not fit `max_seq_length` (`num_words` if all fit).
+    """
+
+    input_ids: list[int]
+    span_words: np.ndarray
+    span_tokens: np.ndarray
+    morph_ids: np.ndarray
+    enumerated_index: np.ndarray
+    num_words: int
+    num_dropped_spans: int
+    first_unread_word: int
+
+
+def featurize_words(
+    tokenizer, batch_words: list[list[str]], max_span_width: int, max_seq_length: int
+) -> list[SentenceFeatures]:
+    """Tokenizes pre-split sentences and computes the features of every scorable span.
+
+    Sentences are tokenized whole and then cut to `max_seq_length` (the final special token is kept), so a span
+    is kept only when all of its subwords fit; the others are counted in `num_dropped_spans`.
+
+    Args:
+        tokenizer: a fast tokenizer (it must provide `word_ids`).
+        batch_words: sentences as lists of words.
+        max_span_width: longest span in words.
+        max_seq_length: subword budget, special tokens included.
+    """
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(
+            f"A fast tokenizer is required for word alignment; got {type(tokenizer).__name__}. "
+            "Load it with `AutoTokenizer.from_pretrained(..., use_fast=True)`."
+        )
+    encoding = tokenizer(batch_words, is_split_into_words=True, add_special_tokens=True, truncation=False)
+    skip_id = lone_piece_id(tokenizer)
+    return [
+        _featurize_sentence(
+            words, encoding["input_ids"][index], encoding.word_ids(index), max_span_width, max_seq_length, skip_id
+        )
+        for index, words in enumerate(batch_words)
+    ]
+
+
+def _featurize_sentence(
+    words: list[str],
+    input_ids: list[int],
+    word_ids: list[int | None],
+    max_span_width: int,
+    max_seq_length: int,
+    skip_id: int | None,
+) -> SentenceFeatures:
+    num_words = len(words)
+    first, last = word_subword_boundaries(word_ids, input_ids, num_words, skip_id)
+    spans = enumerate_spans(num_words, max_span_width)
+    token_starts, token_ends = first[spans[:, 0]], last[spans[:, 1]]
+    # The last position is reserved for the closing special token.
+    fits = (token_starts >= 0) & (token_ends >= 0) & (token_ends < max_seq_length - 1)
+    kept = np.flatnonzero(fits)
+    if len(input_ids) > max_seq_length:
+        input_ids = input_ids[: max_seq_length - 1] + input_ids[-1:]
+    unread = np.flatnonzero(last >= max_seq_length - 1)
+    word_morph = np.array([MORPH_PAD] + [morphology_id(word) for word in words], dtype=np.int64)
+    slots = spans[kept, :1] + np.arange(max_span_width)[None, :]
+    slot_valid = slots <= spans[kept, 1:2]
+    morph_ids = np.where(slot_valid, word_morph[np.minimum(slots, num_words - 1) + 1], MORPH_PAD)
+    return SentenceFeatures(
+        input_ids=list(input_ids),
+        span_words=spans[kept],
+        span_tokens=np.stack([token_starts[kept], token_ends[kept]], axis=1),
+        morph_ids=morph_ids,
+        enumerated_index=kept,
+        num_words=num_words,
+        num_dropped_spans=int(len(spans) - len(kept)),
+        first_unread_word=int(unread[0]) if len(unread) else num_words,
+    )
+
+
+def collate_span_features(sentences: list[SentenceFeatures], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Pads a batch of `SentenceFeatures` into the model's input tensors (plus `span_words` for decoding)."""
+    batch_size = len(sentences)
+    seq_len = max(len(sentence.input_ids) for sentence in sentences)
+    num_spans = max(1, max(len(sentence.span_words) for sentence in sentences))
+    width = sentences[0].morph_ids.shape[1] if sentences[0].morph_ids.ndim == 2 else 1
+    input_ids = torch.full((batch_size, seq_len), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((batch_size, seq_len), dtype=torch.long)
+    span_tokens = torch.zeros((batch_size, num_spans, 2), dtype=torch.long)
+    span_words = torch.zeros((batch_size, num_spans, 2), dtype=torch.long)
+    morph_ids = torch.zeros((batch_size, num_spans, width), dtype=torch.long)
+    span_mask = torch.zeros((batch_size, num_spans), dtype=torch.bool)
+    for row, sentence in enumerate(sentences):
+        length, count = len(sentence.input_ids), len(sentence.span_words)
+        input_ids[row, :length] = torch.as_tensor(sentence.input_ids)
+        attention_mask[row, :length] = 1
+        if count:
+            span_tokens[row, :count] = torch.from_numpy(sentence.span_tokens)
+            span_words[row, :count] = torch.from_numpy(np.ascontiguousarray(sentence.span_words))
+            morph_ids[row, :count] = torch.from_numpy(sentence.morph_ids)
+            span_mask[row, :count] = True
+    word_lengths = torch.where(span_mask, span_words[..., 1] - span_words[..., 0] + 1, 0)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "span_token_starts": span_tokens[..., 0],
+        "span_token_ends": span_tokens[..., 1],
+        "span_word_lengths": word_lengths,
+        "span_morph_ids": morph_ids,
+        "span_mask": span_mask,
+        "span_words": span_words,
+    }
+
+
+def split_into_words(text: str) -> tuple[list[str], list[tuple[int, int]]]:
+    """Splits raw text into words and punctuation marks, with character offsets (end exclusive).
+
+    Words are runs of letters and digits (keeping inner hyphens, apostrophes and dots) and every other non-space
+    character is a word of its own, matching CoNLL-style tokenization. Scripts written without spaces (Chinese,
+    Japanese, Thai) should be passed pre-tokenized.
+
+    Example:
+        >>> split_into_words("Merkel (CDU) visits U.S.")[0]
+        ['Merkel', '(', 'CDU', ')', 'visits', 'U.S', '.']
+    """
+    matches = list(WORD_PATTERN.finditer(text))
+    return [match.group() for match in matches], [match.span() for match in matches]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Decoding
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def decode_spans(
+    span_words: np.ndarray, probabilities: np.ndarray, mode: str = "greedy", threshold: float = 0.0
+) -> list[tuple[int, int, int, float]]:
+    """Turns per-span class probabilities into entities.
+
+    Args:
+        span_words: `(K, 2)` inclusive word indices of the scored spans, in enumeration order.
+        probabilities: `(K, C)` class probabilities, class 0 = `O`.
+        mode: `"greedy"` keeps non-overlapping spans by descending score (ties: longer, then earlier span);
+            `"legacy"` reproduces the upstream overlap heuristic (§4.1 of the method notes); `"none"` keeps all.
+        threshold: minimum score of an entity.
+
+    Returns:
+        `(start_word, end_word, label_id, score)` tuples sorted by start.
+    """
+    _check_choice("decoding", mode, DECODING_MODES)
+    labels = probabilities.argmax(axis=1)
+    scores = probabilities[np.arange(len(labels)), labels]
+    candidates = np.flatnonzero((labels != 0) & (scores >= threshold))
+    if mode == "greedy":
+        chosen = _greedy_non_overlapping(span_words, scores, candidates)
+    elif mode == "legacy":
+        chosen = _legacy_prune(span_words, scores, candidates)
+    else:
+        chosen = list(candidates)
+    chosen = sorted(chosen, key=lambda k: (span_words[k, 0], span_words[k, 1]))
+    return [(int(span_words[k, 0]), int(span_words[k, 1]), int(labels[k]), float(scores[k])) for k in chosen]
+
+
+def _greedy_non_overlapping(span_words: np.ndarray, scores: np.ndarray, candidates: np.ndarray) -> list[int]:
+    widths = span_words[candidates, 1] - span_words[candidates, 0]
+    order = candidates[np.lexsort((candidates, -widths, -scores[candidates]))]
+    taken: set[int] = set()
+    chosen = []
+    for k in order:
+        words = range(int(span_words[k, 0]), int(span_words[k, 1]) + 1)
+        if taken.isdisjoint(words):
+            taken.update(words)
+            chosen.append(int(k))
+    return chosen
+
+
+def _overlaps(span_words: np.ndarray, a: int, b: int) -> bool:
+    return span_words[a, 0] <= span_words[b, 1] and span_words[b, 0] <= span_words[a, 1]
+
+
+def _legacy_prune(span_words: np.ndarray, scores: np.ndarray, candidates: np.ndarray) -> list[int]:
+    """Upstream heuristic: a candidate beaten by a later overlapping one is dropped; the last is always kept."""
+    candidates = [int(k) for k in candidates]
+    if not candidates:
+        return []
+    keep: list[int] = []
+    for position, a in enumerate(candidates[:-1]):
+        later = candidates[position + 1 :]
+        if any(_overlaps(span_words, a, b) and scores[b] > scores[a] for b in later):
+            continue
+        clash = next((index for index, b in enumerate(keep) if _overlaps(span_words, a, b)), None)
+        if clash is None:
+            keep.append(a)
+        elif scores[a] > scores[keep[clash]]:
+            keep[clash] = a
+    keep.append(candidates[-1])
+    return keep
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MaralSpanNEROutput(ModelOutput):
+    """Output of [`MaralForSpanNER`].
+
+    Attributes:
+        loss: class-weighted span cross-entropy (when `labels` is given).
+        logits: `(batch, num_spans, num_labels)` span classifier logits.
+        projections: `(batch, num_spans, projection_dim)` L2-normalised projections for the contrastive head.
+        span_mask: `(batch, num_spans)` True for real (non-padding) spans.
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    projections: torch.Tensor | None = None
+    span_mask: torch.Tensor | None = None
+
+
+def span_cross_entropy(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    span_mask: torch.Tensor,
+    class_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean over real spans of `w[y] * CE(logits, y)` (§2.10: not normalised by the weights).
+
+    Args:
+        logits: `(..., C)` scores.
+        labels: `(...)` class ids (ignored where `span_mask` is False).
+        span_mask: `(...)` real-span mask.
+        class_weights: `(C,)` per-class weights, or `None` for 1.
+    """
+    mask = span_mask.bool()
+    if not mask.any():
+        return logits.sum() * 0.0
+    per_span = F.cross_entropy(logits[mask].float(), labels[mask], reduction="none")
+    if class_weights is not None:
+        per_span = per_span * class_weights.to(per_span.device)[labels[mask]]
+    return per_span.mean()
+
+
+class MultiLayerClassifier(nn.Module):
+    """`Linear(d, d) -> GELU -> Dropout -> Linear(d, out)`, the span MLP of the method."""
+
+    def __init__(self, input_size: int, output_size: int, dropout: float) -> None:
+        super().__init__()
+        self.dense = nn.Linear(input_size, input_size)
+        self.dropout = nn.Dropout(dropout)
+        self.output = nn.Linear(input_size, output_size)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.output(self.dropout(F.gelu(self.dense(features))))
+
+
+class SpanRepresentation(nn.Module):
+    """`[h_start; h_end; E_width(min(b - a, B - 1)); ReLU(E_len(words)); Σ E_morph]` for every span."""
+
+    def __init__(self, config: MaralConfig) -> None:
+        super().__init__()
+        self.num_width_buckets = config.num_width_buckets
+        self.width_embedding = nn.Embedding(config.num_width_buckets, config.width_embedding_dim)
+        self.length_embedding = (
+            nn.Embedding(config.max_span_width + 1, config.length_embedding_dim, padding_idx=0)
+            if config.length_embedding_dim
+            else None
+        )
+        self.morphology_embedding = (
+            nn.Embedding(NUM_MORPH_IDS, config.morphology_embedding_dim, padding_idx=MORPH_PAD)
+            if config.morphology_embedding_dim
+            else None
+        )
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        span_token_starts: torch.Tensor,
+        span_token_ends: torch.Tensor,
+        span_word_lengths: torch.Tensor,
+        span_morph_ids: torch.Tensor,
+    ) -> torch.Tensor:
+        hidden_size = hidden_states.size(-1)
+        start_states = hidden_states.gather(1, span_token_starts.unsqueeze(-1).expand(-1, -1, hidden_size))
+        end_states = hidden_states.gather(1, span_token_ends.unsqueeze(-1).expand(-1, -1, hidden_size))
+        width_bucket = (span_token_ends - span_token_starts).clamp(0, self.num_width_buckets - 1)
+        parts = [start_states, end_states, self.width_embedding(width_bucket)]
+        if self.length_embedding is not None:
+            parts.append(F.relu(self.length_embedding(span_word_lengths)))
+        if self.morphology_embedding is not None:
+            parts.append(self.morphology_embedding(span_morph_ids).sum(dim=2))
+        return torch.cat(parts, dim=-1)
+
+
+class MaskedLMHead(nn.Module):
+    """`dense -> GELU -> LayerNorm -> word-embedding decoder (tied) + bias`, used for the target-text MLM."""
+
+    def __init__(self, hidden_size: int, vocab_size: int, layer_norm_eps: float) -> None:
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.layer_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
+
+    def forward(self, hidden_states: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        transformed = self.layer_norm(F.gelu(self.dense(hidden_states)))
+        return F.linear(transformed, word_embeddings, self.bias)
+
+
+class MaralPreTrainedModel(PreTrainedModel):
+    """Base class handling weight initialisation and loading of MARAL models."""
+
+    config_class = MaralConfig
+    base_model_prefix = "maral"
+    supports_gradient_checkpointing = True
+    _no_split_modules: list[str] = []
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # The encoder's own initialiser knows its modules (embeddings, position-id buffers, norms); it also
+        # handles the plain Linear/Embedding/LayerNorm layers of the heads.
+        encoder = getattr(self, "encoder", None)
+        if encoder is not None and hasattr(encoder, "_init_weights"):
+            encoder._init_weights(module)
+        else:
+            super()._init_weights(module)
+
+
+class MaralForSpanNER(MaralPreTrainedModel):
+    """Span NER with an MLP span classifier and an L2-normalised projection head for MARAL's vMF head.
+
+    Build one from a pretrained encoder with [`MaralForSpanNER.from_encoder`], or load a trained model with
+    `AutoModel.from_pretrained(path, trust_remote_code=True)`.
+
+    Example:
+
+        >>> model = MaralForSpanNER.from_encoder("path/to/multilingual-e5-small", labels=["O", "LOC", "PER"])
+        >>> model.predict("Merkel flog nach Paris .")  # doctest: +SKIP
+    """
+
+    def __init__(self, config: MaralConfig, encoder: PreTrainedModel | None = None) -> None:
+        super().__init__(config)
+        self.encoder = encoder if encoder is not None else build_encoder(config.encoder_config)
+        representation_size = config.span_representation_size
+        self.span_representation = SpanRepresentation(config)
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.span_classifier = MultiLayerClassifier(representation_size, config.num_labels, config.classifier_dropout)
+        self.projection_head = MultiLayerClassifier(
+            representation_size, config.projection_dim, config.classifier_dropout
+        )
+        encoder_config = config.encoder_config
+        self.mlm_head = (
+            MaskedLMHead(encoder_config.hidden_size, encoder_config.vocab_size, encoder_config.layer_norm_eps)
+            if config.use_mlm_head
+            else None
+        )
+        # Class statistics of the vMF head (two estimators, §6.2); filled during MARAL's student stage and saved
+        # with the model so that predictions from disk equal those in memory.
+        num_labels, projection_dim = config.num_labels, config.projection_dim
+        self.register_buffer("vmf_mean_sums", torch.zeros(2, num_labels, projection_dim, dtype=torch.float64))
+        self.register_buffer("vmf_counts", torch.zeros(2, num_labels, dtype=torch.float64))
+        self.register_buffer("vmf_kappa", torch.zeros(num_labels, dtype=torch.float64))
+        self.register_buffer("vmf_log_normalizer", torch.zeros(num_labels, dtype=torch.float64))
+        self._tokenizer = None
+        self.post_init()
+
+    # -- construction -------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_encoder(
+        cls,
+        encoder_name_or_path: str,
+        labels: list[str],
+        encoder_dropout: float | None = None,
+        **config_kwargs: Any,
+    ) -> MaralForSpanNER:
+        """Creates a new span model on top of a pretrained encoder (and attaches its tokenizer).
+
+        Args:
+            encoder_name_or_path: a local directory or Hub id of a BERT/XLM-R-family encoder.
+            labels: span labels, `"O"` first.
+            encoder_dropout: if given, overrides the encoder's hidden and attention dropout (0.2 in the paper).
+            **config_kwargs: other [`MaralConfig`] attributes.
+        """
+        encoder_config = AutoConfig.from_pretrained(encoder_name_or_path, trust_remote_code=False)
+        if encoder_dropout is not None:
+            encoder_config.hidden_dropout_prob = encoder_dropout
+            encoder_config.attention_probs_dropout_prob = encoder_dropout
+        tokenizer = AutoTokenizer.from_pretrained(encoder_name_or_path, trust_remote_code=False)
+        encoder = _load_pretrained_encoder(encoder_name_or_path, encoder_config)
+        config_kwargs.setdefault("pad_token_id", tokenizer.pad_token_id)
+        config = MaralConfig(encoder_config=encoder_config, labels=labels, **config_kwargs)
+        model = cls(config, encoder=encoder)
+        model.set_tokenizer(tokenizer)
+        if model.mlm_head is not None:
+            logger.info("The MLM head is new and tied to the encoder's input embeddings.")
+        return model
+
+    # -- tokenizer ----------------------------------------------------------------------------------------------
+
+    @property
+    def tokenizer(self):
+        """The fast tokenizer used by `predict`; loaded from the model's directory on first use."""
+        if self._tokenizer is None:
+            if not self.name_or_path:
+                raise ValueError("This model has no tokenizer: call `model.set_tokenizer(tokenizer)` first.")
+            self._tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, trust_remote_code=False)
+        return self._tokenizer
+
+    def set_tokenizer(self, tokenizer) -> None:
+        """Attaches the tokenizer that `predict` and `save_pretrained` use."""
+        self._tokenizer = tokenizer
+
+    def save_pretrained(self, save_directory, *args: Any, **kwargs: Any) -> None:
+        """Saves weights and config (and the attached tokenizer, if any)."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if self._tokenizer is not None:
+            self._tokenizer.save_pretrained(save_directory)
+
+    # -- forward ------------------------------------------------------------------------------------------------
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Last-layer subword states of the encoder."""
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        span_token_starts: torch.Tensor,
+        span_token_ends: torch.Tensor,
+        span_word_lengths: torch.Tensor,
+        span_morph_ids: torch.Tensor,
+        span_mask: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        class_weights: torch.Tensor | None = None,
+        return_projections: bool = True,
+        **unused: Any,
+    ) -> MaralSpanNEROutput:
+        """Scores every span of the batch.
+
+        Args:
+            input_ids, attention_mask: `(batch, seq_len)` subword ids and mask.
+            span_token_starts, span_token_ends: `(batch, num_spans)` first/last subword of each span.
+            span_word_lengths: `(batch, num_spans)` span width in words (0 for padding).
+            span_morph_ids: `(batch, num_spans, max_span_width)` morphology ids of the span's words.
+            span_mask: `(batch, num_spans)` True for real spans.
+            labels: `(batch, num_spans)` gold class ids; when given, `loss` is the span cross-entropy.
+            class_weights: `(num_labels,)` weights for the loss.
+            return_projections: whether to compute the projection head's output.
+        """
+        hidden_states = self.encode(input_ids, attention_mask)
+        representations = self.dropout(
+            self.span_representation(
+                hidden_states, span_token_starts, span_token_ends, span_word_lengths, span_morph_ids
+            )
+        )
+        logits = self.span_classifier(representations)
+        projections = F.normalize(self.projection_head(representations), dim=-1) if return_projections else None
+        loss = span_cross_entropy(logits, labels, span_mask, class_weights) if labels is not None else None
+        return MaralSpanNEROutput(loss=loss, logits=logits, projections=projections, span_mask=span_mask)
+
+    def mlm_loss(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, mlm_labels: torch.Tensor
+    ) -> torch.Tensor:
+        """Masked-LM cross-entropy at the positions where `mlm_labels != -100` (0 if there are none)."""
+        if self.mlm_head is None:
+            raise ValueError("This model has no MLM head; create it with `use_mlm_head=True`.")
+        selected = mlm_labels != -100
+        if not selected.any():
+            return self.mlm_head.bias.sum() * 0.0
+        hidden_states = self.encode(input_ids, attention_mask)
+        word_embeddings = self.encoder.get_input_embeddings().weight
+        logits = self.mlm_head(hidden_states[selected], word_embeddings)
+        return F.cross_entropy(logits.float(), mlm_labels[selected])
+
+    def span_probabilities(self, output: MaralSpanNEROutput) -> torch.Tensor:
+        """Class probabilities of the configured prediction head (the MLP head unless MARAL's vMF head is set)."""
+        if self.config.prediction_head == "vmf":
+            raise NotImplementedError("The vMF prediction head is added by MARAL's student stage.")
+        return output.logits.float().softmax(dim=-1)
+
+    # -- inference ----------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def predict_words(
+        self,
+        batch_words: list[list[str]],
+        batch_size: int = 32,
+        decoding: str | None = None,
+        threshold: float = 0.0,
+    ) -> list[SentencePrediction]:
+        """Scores and decodes pre-split sentences; the building block of `predict` and evaluation.
+
+        Returns:
+            One [`SentencePrediction`] per sentence (entities with word indices, plus every kept span's
+            probabilities).
+        """
+        decoding = decoding or self.config.decoding
+        was_training = self.training
+        self.eval()
+        results: list[SentencePrediction] = []
+        try:
+            for begin in range(0, len(batch_words), batch_size):
+                chunk = batch_words[begin : begin + batch_size]
+                features = featurize_words(
+                    self.tokenizer, chunk, self.config.max_span_width, self.config.max_seq_length
+                )
+                results.extend(self._predict_features(features, decoding, threshold))
+        finally:
+            self.train(was_training)
+        return results
+
+    def _predict_features(
+        self, features: list[SentenceFeatures], decoding: str, threshold: float
+    ) -> list[SentencePrediction]:
+        batch = collate_span_features(features, self.tokenizer.pad_token_id)
+        inputs = {key: batch[key].to(self.device) for key in MODEL_INPUT_NAMES}
+        probabilities = self.span_probabilities(self(**inputs, return_projections=False)).cpu().numpy()
+        results = []
+        for row, sentence in enumerate(features):
+            count = len(sentence.span_words)
+            sentence_probabilities = probabilities[row, :count]
+            entities = decode_spans(sentence.span_words, sentence_probabilities, decoding, threshold)
+            results.append(SentencePrediction(entities, sentence.span_words, sentence_probabilities, sentence))
+        return results
+
+    def predict(
+        self,
+        inputs: str | list[str] | list[list[str]],
+        batch_size: int = 32,
+        threshold: float = 0.0,
+        decoding: str | None = None,
+        is_split_into_words: bool = False,
+        allow_truncation: bool = False,
+    ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
+        """Predicts entities with character offsets.
+
+        Args:
+            inputs: a string, a list of strings (a batch), or a list of word lists (a pre-tokenized batch). Raw
+                strings are split into words and punctuation marks (see `split_into_words`). A single list of
+                words needs `is_split_into_words=True`.
+            batch_size: sentences per forward pass.
+            threshold: minimum entity score.
+            decoding: `"greedy"`, `"legacy"` or `"none"`; defaults to `config.decoding`.
+            is_split_into_words: treat a flat list of strings as one pre-tokenized sentence.
+            allow_truncation: if False (default), a text longer than `config.max_seq_length` subwords raises
+                a `ValueError`; if True, words past the limit are silently not predicted.
+
+        Returns:
+            For one text, a list of entities; for a batch, a list of such lists. An entity is a dict with
+            `text`, `label`, `score`, `start` and `end` (character offsets, end exclusive; for pre-tokenized
+            input, offsets into the words joined by single spaces), `word_start` and `word_end` (inclusive).
+
+        Example:
+            >>> model.predict("Angela Merkel besuchte Paris .")  # doctest: +SKIP
+            [{'text': 'Angela Merkel', 'label': 'PER', 'score': 0.98, 'start': 0, 'end': 13, 'word_start': 0,
+              'word_end': 1}, {'text': 'Paris', 'label': 'LOC', ...}]
+        """
+        single, sentences = _normalize_predict_inputs(inputs, is_split_into_words)
+        if not sentences:
+            return []
+        predictions = self.predict_words([words for words, _, _ in sentences], batch_size, decoding, threshold)
+        results = []
+        for index, ((words, offsets, text), prediction) in enumerate(zip(sentences, predictions)):
+            if prediction.features.first_unread_word < len(words) and not allow_truncation:
+                raise ValueError(
+                    f"inputs[{index}] is longer than max_seq_length={self.config.max_seq_length} subwords: words "
+                    f"from {prediction.features.first_unread_word} on would not be read. Split the text into "
+                    "sentences or pass `allow_truncation=True`."
+                )
+            results.append(self._format_entities(prediction.entities, offsets, text))
+        return results[0] if single else results
+
+    def _format_entities(self, entities, offsets: list[tuple[int, int]], text: str) -> list[dict[str, Any]]:
+        formatted = []
+        for start_word, end_word, label_id, score in entities:
+            start, end = offsets[start_word][0], offsets[end_word][1]
+            formatted.append(
+                {
+                    "text": text[start:end],
+                    "label": self.config.id2label[label_id],
+                    "score": score,
+                    "start": start,
+                    "end": end,
+                    "word_start": start_word,
+                    "word_end": end_word,
+                }
+            )
+        return formatted
+
+
+@dataclass
+class SentencePrediction:
+    """Decoded entities of one sentence with the probabilities of all its kept spans."""
+
+    entities: list[tuple[int, int, int, float]]
+    span_words: np.ndarray
+    probabilities: np.ndarray
+    features: SentenceFeatures
+
+
+def _normalize_predict_inputs(inputs, is_split_into_words: bool):
+    """Returns `(single, [(words, char_offsets, text), ...])` for the accepted input shapes of `predict`."""
+    if isinstance(inputs, str):
+        single, raw = True, [inputs]
+    elif is_split_into_words and inputs and all(isinstance(word, str) for word in inputs):
+        single, raw = True, [list(inputs)]
+    elif isinstance(inputs, (list, tuple)):
+        single, raw = False, list(inputs)
+    else:
+        raise TypeError(f"`inputs` must be a string or a list; got {type(inputs).__name__}.")
+    sentences = []
+    for index, item in enumerate(raw):
+        if isinstance(item, str):
+            words, offsets = split_into_words(item)
+            text = item
+        elif isinstance(item, (list, tuple)) and all(isinstance(word, str) for word in item):
+            words = [word for word in item]
+            if any(not word.strip() or any(char.isspace() for char in word) for word in words):
+                raise ValueError(f"inputs[{index}] contains an empty word or a word with spaces.")
+            text = " ".join(words)
+            starts = np.cumsum([0] + [len(word) + 1 for word in words[:-1]]).tolist()
+            offsets = [(start, start + len(word)) for start, word in zip(starts, words)]
+        else:
+            raise TypeError(f"inputs[{index}] must be a string or a list of words; got {type(item).__name__}.")
+        if not words:
+            raise ValueError(f"inputs[{index}] is empty: pass text with at least one word.")
+        sentences.append((words, offsets, text))
+    return single, sentences
+
+
+def build_encoder(encoder_config: PretrainedConfig) -> PreTrainedModel:
+    """A randomly initialised encoder without a pooling layer."""
+    try:
+        return AutoModel.from_config(encoder_config, add_pooling_layer=False)
+    except TypeError:
+        return AutoModel.from_config(encoder_config)
+
+
+def _load_pretrained_encoder(name_or_path: str, encoder_config: PretrainedConfig) -> PreTrainedModel:
+    try:
+        return AutoModel.from_pretrained(
+            name_or_path, config=encoder_config, add_pooling_layer=False, trust_remote_code=False
+        )
+    except TypeError:
+        return AutoModel.from_pretrained(name_or_path, config=encoder_config, trust_remote_code=False)
+
+
+MaralConfig.register_for_auto_class()
+MaralForSpanNER.register_for_auto_class("AutoModel")
+AutoConfig.register(MaralConfig.model_type, MaralConfig, exist_ok=True)
+AutoModel.register(MaralConfig, MaralForSpanNER, exist_ok=True)
+
+__all__ = [
+    "MaralConfig",
+    "MaralForSpanNER",
+    "MaralPreTrainedModel",
+    "MaralSpanNEROutput",
+    "SentenceFeatures",
+    "SentencePrediction",
+    "collate_span_features",
+    "decode_spans",
+    "enumerate_spans",
+    "featurize_words",
+    "morphology_id",
+    "span_cross_entropy",
+    "split_into_words",
+]

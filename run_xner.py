@@ -1,0 +1,322 @@
+#!/usr/bin/env python
+# Copyright 2026 The maral-xner authors. Licensed under the Apache License, Version 2.0.
+"""Zero-resource cross-lingual span NER from the command line, in the style of transformers' `run_ner.py`.
+
+Train on labelled source-language data, use raw target-language text, evaluate on target-language data:
+
+    python run_xner.py \
+        --model_name_or_path .cache/encoders/multilingual-e5-small \
+        --source_train_file examples/data/en_train.json --source_validation_file examples/data/en_dev.json \
+        --target_unlabeled_file examples/data/de_unlabeled.json --target_test_file examples/data/de_test.json \
+        --output_dir outputs/demo --do_train --do_eval --do_predict
+
+or with every argument in one JSON/YAML file: `python run_xner.py examples/demo_en_de.json`.
+
+Outputs in `--output_dir`: the model (safetensors, `config.json` with `auto_map`, `modeling_maral.py`, tokenizer),
+`train_results.json`, `eval_results.json`, `predict_results.json`, `all_results.json` and `predictions.jsonl`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import transformers
+from transformers import HfArgumentParser, set_seed
+
+from data_loading import count_span_labels, infer_labels, load_spans
+from data_loading.collator import entity_coverage, warn_about_unreachable_entities
+from evaluation_maral import evaluate_model, flatten_metrics
+from modeling_maral import MaralConfig, MaralForSpanNER, SentencePrediction
+from trainer_maral import MaralTrainer, MaralTrainingArguments, class_weights_from_counts
+
+logger = logging.getLogger("run_xner")
+
+
+@dataclass
+class ModelArguments:
+    """Which encoder or trained model to start from."""
+
+    model_name_or_path: str = field(
+        metadata={"help": "Pretrained encoder (local dir or Hub id) or a trained MARAL model directory."}
+    )
+    tokenizer_name: str | None = field(
+        default=None, metadata={"help": "Tokenizer to use if not the one of model_name_or_path."}
+    )
+    encoder_dropout: float | None = field(
+        default=None, metadata={"help": "Override the encoder's hidden/attention dropout (the paper uses 0.2)."}
+    )
+    classifier_dropout: float = field(default=0.2, metadata={"help": "Dropout of the span representation and heads."})
+    freeze_word_embeddings: bool = field(
+        default=False,
+        metadata={"help": "Freeze the encoder's word-embedding matrix (much faster on CPU for 250k vocabularies)."},
+    )
+    decoding: str = field(
+        default="greedy", metadata={"help": "Overlap resolution of predictions: greedy, legacy or none."}
+    )
+
+
+@dataclass
+class DataArguments:
+    """Data files and span limits. Files are span JSON or CoNLL/BIO (detected from their content)."""
+
+    source_train_file: str | None = field(default=None, metadata={"help": "Labelled source-language training file."})
+    source_validation_file: str | None = field(
+        default=None, metadata={"help": "Labelled source-language dev file (used for model selection)."}
+    )
+    target_unlabeled_file: str | None = field(
+        default=None,
+        metadata={"help": "Target-language text; gold spans in it are only used for diagnostics."},
+    )
+    target_validation_file: str | None = field(default=None, metadata={"help": "Labelled target-language dev file."})
+    target_test_file: str | None = field(default=None, metadata={"help": "Labelled target-language test file."})
+    labels: str | None = field(
+        default=None,
+        metadata={"help": "Comma-separated labels, O first (default: O then the source training types, sorted)."},
+    )
+    max_span_width: int = field(default=4, metadata={"help": "Longest span in words."})
+    max_seq_length: int = field(default=128, metadata={"help": "Subword budget per sentence, specials included."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training sentences."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N dev sentences."})
+    max_predict_samples: int | None = field(default=None, metadata={"help": "Use only the first N test sentences."})
+    max_unlabeled_samples: int | None = field(
+        default=None, metadata={"help": "Use only the first N target-language sentences."}
+    )
+    source_language: str | None = field(default=None, metadata={"help": "Source language code (e.g. en)."})
+    target_language: str | None = field(default=None, metadata={"help": "Target language code (e.g. de)."})
+
+    def __post_init__(self) -> None:
+        if self.max_span_width < 1:
+            raise ValueError(f"`--max_span_width` must be at least 1; got {self.max_span_width}.")
+        if self.max_seq_length < 3:
+            raise ValueError(f"`--max_seq_length` must be at least 3; got {self.max_seq_length}.")
+        for name in ("max_train_samples", "max_eval_samples", "max_predict_samples", "max_unlabeled_samples"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"`--{name}` must be a positive number of sentences; got {value}.")
+
+    def label_list(self) -> list[str] | None:
+        if self.labels is None:
+            return None
+        return [label.strip() for label in self.labels.split(",") if label.strip()]
+
+
+@dataclass
+class RunArguments:
+    """Output-folder safety."""
+
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Allow training into an output_dir that already has results."}
+    )
+
+
+def parse_arguments(argv: list[str] | None = None):
+    """Parses CLI flags, or a single `.json`/`.yaml` file holding all arguments."""
+    parser = HfArgumentParser((ModelArguments, DataArguments, MaralTrainingArguments, RunArguments))
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
+    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
+        return parser.parse_yaml_file(yaml_file=os.path.abspath(argv[0]))
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def check_output_dir(training_args: MaralTrainingArguments, run_args: RunArguments) -> None:
+    """Refuses to train into a folder that already holds results, unless told to."""
+    output_dir = Path(training_args.output_dir)
+    if not training_args.do_train or training_args.resume_from_checkpoint or run_args.overwrite_output_dir:
+        return
+    if output_dir.is_dir() and any(output_dir.iterdir()):
+        raise ValueError(
+            f"Output directory {output_dir} already exists and is not empty. Pass --overwrite_output_dir to train "
+            "into it anyway, --resume_from_checkpoint to continue a run, or choose another --output_dir."
+        )
+
+
+def load_datasets(data_args: DataArguments, labels: list[str]) -> dict[str, Any]:
+    """Loads every given data file; the target text is loaded as unlabeled (gold kept apart in `gold_spans`)."""
+    specs = {
+        "source_train": (data_args.source_train_file, data_args.max_train_samples, False),
+        "source_dev": (data_args.source_validation_file, data_args.max_eval_samples, False),
+        "target_unlabeled": (data_args.target_unlabeled_file, data_args.max_unlabeled_samples, True),
+        "target_dev": (data_args.target_validation_file, data_args.max_eval_samples, False),
+        "target_test": (data_args.target_test_file, data_args.max_predict_samples, False),
+    }
+    datasets = {}
+    for name, (path, max_samples, unlabeled) in specs.items():
+        if path is not None:
+            datasets[name] = load_spans(path, labels=labels, unlabeled=unlabeled, max_samples=max_samples)
+            logger.info("Loaded %s: %d sentences from %s", name, len(datasets[name]), path)
+    return datasets
+
+
+def resolve_labels(data_args: DataArguments, model_args: ModelArguments) -> list[str]:
+    """Labels from `--labels`, else from a trained model's config, else inferred from the source training file."""
+    given = data_args.label_list()
+    trained = trained_model_labels(model_args.model_name_or_path)
+    if given is not None and trained is not None and given != trained:
+        raise ValueError(
+            f"--labels {given} differ from the labels {trained} of the trained model {model_args.model_name_or_path}."
+        )
+    if given is not None:
+        return given if given[0] == "O" else ["O", *given]
+    if trained is not None:
+        return trained
+    if data_args.source_train_file is None:
+        raise ValueError("Pass --labels or --source_train_file so that the label set is known.")
+    return infer_labels(data_args.source_train_file)
+
+
+def trained_model_labels(model_name_or_path: str) -> list[str] | None:
+    """The labels of a trained MARAL model, or None when the path is a plain encoder."""
+    config_file = Path(model_name_or_path) / "config.json"
+    if not config_file.is_file():
+        return None
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    return config.get("labels") if config.get("model_type") == MaralConfig.model_type else None
+
+
+def build_model(model_args: ModelArguments, data_args: DataArguments, labels: list[str]) -> MaralForSpanNER:
+    """Loads a trained MARAL model or puts a new span model on top of a pretrained encoder."""
+    if trained_model_labels(model_args.model_name_or_path) is not None:
+        model = MaralForSpanNER.from_pretrained(model_args.model_name_or_path)
+    else:
+        model = MaralForSpanNER.from_encoder(
+            model_args.model_name_or_path,
+            labels=labels,
+            encoder_dropout=model_args.encoder_dropout,
+            max_span_width=data_args.max_span_width,
+            max_seq_length=data_args.max_seq_length,
+            classifier_dropout=model_args.classifier_dropout,
+            decoding=model_args.decoding,
+            source_language=data_args.source_language,
+            target_language=data_args.target_language,
+        )
+    if model_args.tokenizer_name:
+        model.set_tokenizer(transformers.AutoTokenizer.from_pretrained(model_args.tokenizer_name))
+    if model_args.freeze_word_embeddings:
+        model.encoder.get_input_embeddings().weight.requires_grad_(False)
+        logger.info("Word embeddings are frozen.")
+    return model
+
+
+def report_coverage(datasets: dict[str, Any], model: MaralForSpanNER) -> None:
+    """One warning per dataset about gold entities the model can never score."""
+    config = model.config
+    for name, dataset in datasets.items():
+        column = "gold_spans" if "gold_spans" in dataset.column_names else "spans"
+        counts = entity_coverage(dataset, model.tokenizer, config.max_span_width, config.max_seq_length, column)
+        warn_about_unreachable_entities(counts, name, config.max_span_width, config.max_seq_length)
+
+
+def write_predictions(path: Path, dataset, predictions: list[SentencePrediction], labels: list[str]) -> None:
+    """`predictions.jsonl`: one line per sentence with its words and predicted entities (inclusive word ends)."""
+    with path.open("w", encoding="utf-8") as handle:
+        for row, prediction in zip(dataset, predictions):
+            entities = [
+                {
+                    "start": start,
+                    "end": end,
+                    "label": labels[label],
+                    "score": round(score, 6),
+                    "text": " ".join(row["tokens"][start : end + 1]),
+                }
+                for start, end, label, score in prediction.entities
+            ]
+            record = {"sentence_id": row["sentence_id"], "tokens": row["tokens"], "entities": entities}
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+RESULT_PREFIXES = {
+    "eval_source_dev": "source dev",
+    "eval_target_dev": "target dev",
+    "predict_target_test": "target test",
+}
+
+
+def results_table(results: dict[str, float]) -> str:
+    """A plain-text table of span F1 and seqeval P/R/F1 (in %) per evaluated dataset."""
+    lines = [f"{'dataset':<14}{'span F1':>9}{'seqeval P':>11}{'seqeval R':>11}{'seqeval F1':>12}"]
+    for prefix, name in RESULT_PREFIXES.items():
+        if f"{prefix}_span_f1" not in results:
+            continue
+        values = [results[f"{prefix}_{key}"] for key in ("span_f1", "seqeval_precision", "seqeval_recall")]
+        values.append(results[f"{prefix}_seqeval_f1"])
+        lines.append(
+            f"{name:<14}" + "".join(f"{100 * value:>{width}.2f}" for value, width in zip(values, (9, 11, 11, 12)))
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    model_args, data_args, training_args, run_args = parse_arguments(argv)
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, stream=sys.stdout
+    )
+    transformers.utils.logging.set_verbosity_warning()
+    check_output_dir(training_args, run_args)
+    set_seed(training_args.seed)
+
+    labels = resolve_labels(data_args, model_args)
+    datasets = load_datasets(data_args, labels)
+    model = build_model(model_args, data_args, labels)
+    report_coverage(datasets, model)
+    if training_args.do_train and "source_train" not in datasets:
+        raise ValueError("--do_train needs --source_train_file.")
+
+    eval_datasets = {name: datasets[name] for name in ("source_dev", "target_dev") if name in datasets}
+    class_weights = (
+        class_weights_from_counts(count_span_labels(datasets["source_train"], data_args.max_span_width))
+        if "source_train" in datasets
+        else None
+    )
+    trainer = MaralTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=datasets.get("source_train"),
+        eval_dataset=eval_datasets or None,
+        target_dataset=datasets.get("target_unlabeled"),
+        class_weights=class_weights,
+        processing_class=model.tokenizer,
+    )
+    output_dir = Path(training_args.output_dir)
+    all_results: dict[str, float] = {}
+    if training_args.do_train:
+        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        trainer.save_model()
+        metrics = dict(train_result.metrics, train_samples=len(datasets["source_train"]))
+        trainer.save_metrics("train", metrics)
+        trainer.save_state()
+        all_results.update(metrics)
+
+    trainer.include_per_label_metrics = True
+    if training_args.do_eval and eval_datasets:
+        metrics = trainer.evaluate(eval_datasets)
+        trainer.save_metrics("eval", metrics)
+        all_results.update(metrics)
+
+    if training_args.do_predict and "target_test" in datasets:
+        scores, predictions = evaluate_model(
+            trainer.model,
+            datasets["target_test"],
+            training_args.per_device_eval_batch_size,
+            decoding=training_args.eval_decoding,
+        )
+        metrics = flatten_metrics(scores, "predict_target_test")
+        trainer.save_metrics("predict", metrics)
+        all_results.update(metrics)
+        if trainer.is_world_process_zero():
+            write_predictions(output_dir / "predictions.jsonl", datasets["target_test"], predictions, labels)
+
+    if trainer.is_world_process_zero() and all_results:
+        print("\n" + results_table(all_results) + "\n")
+    return all_results
+
+
+if __name__ == "__main__":
+    main()

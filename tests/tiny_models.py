@@ -1,0 +1,89 @@
+"""Tiny tokenizers and encoders built in code (no downloads), shared by tests and the CLI tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+TINY_LABELS = ("O", "LOC", "MISC", "ORG", "PER")
+TRAINING_TEXT = [
+    "EU rejects German call to boycott British lamb .",
+    "Peter Blackburn visited Brussels on Monday .",
+    "Die Europäische Kommission sagte am Donnerstag in Berlin , sie sei anderer Meinung .",
+    "Angela Merkel besuchte Paris und London mit der UNO .",
+    "Germany 's representative to the European Union 's veterinary committee Werner Zwingmann said",
+    "El presidente de España viajó a Madrid con Naciones Unidas .",
+    "1996-08-22 BRUSSELS Reuters U.S. co-operation don't",
+]
+
+
+def build_tiny_wordpiece_tokenizer() -> PreTrainedTokenizerFast:
+    """A BERT-style WordPiece tokenizer trained on a few sentences (vocabulary ~300)."""
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=False)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    trainer = trainers.WordPieceTrainer(vocab_size=300, special_tokens=special)
+    tokenizer.train_from_iterator(TRAINING_TEXT, trainer=trainer)
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=512,
+    )
+
+
+def build_tiny_unigram_tokenizer() -> PreTrainedTokenizerFast:
+    """An XLM-R-style Unigram tokenizer with a Metaspace pre-tokenizer, so words may start with a lone `▁`."""
+    tokenizer = Tokenizer(models.Unigram())
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tokenizer.decoder = None
+    special = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    trainer = trainers.UnigramTrainer(vocab_size=200, special_tokens=special, unk_token="<unk>")
+    tokenizer.train_from_iterator(TRAINING_TEXT, trainer=trainer)
+    bos, eos = tokenizer.token_to_id("<s>"), tokenizer.token_to_id("</s>")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", bos), ("</s>", eos)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+        model_max_length=512,
+    )
+
+
+def tiny_bert_config(vocab_size: int) -> BertConfig:
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        pad_token_id=0,
+    )
+
+
+def build_tiny_encoder_dir(directory: Path, seed: int = 0) -> Path:
+    """Saves a random tiny BERT encoder and its tokenizer to `directory` (like a downloaded checkpoint)."""
+    tokenizer = build_tiny_wordpiece_tokenizer()
+    torch.manual_seed(seed)
+    config = tiny_bert_config(len(tokenizer))
+    config.pad_token_id = tokenizer.pad_token_id
+    BertModel(config, add_pooling_layer=False).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return Path(directory)
