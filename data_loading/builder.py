@@ -73,9 +73,7 @@ class SpanNERBuilder(datasets.GeneratorBasedBuilder):
 
     def _split_files(self) -> dict[str, list[str]]:
         if not self.config.data_files:
-            raise SpanDataError(
-                'parameter data_files: SpanNERBuilder needs data_files, e.g. {"train": "train.json"}.'
-            )
+            raise SpanDataError('parameter data_files: SpanNERBuilder needs data_files, e.g. {"train": "train.json"}.')
         return {str(split): [str(path) for path in files] for split, files in self.config.data_files.items()}
 
     def _labels(self) -> list[str]:
@@ -84,8 +82,9 @@ class SpanNERBuilder(datasets.GeneratorBasedBuilder):
         found: set[str] = set()
         for files in self._split_files().values():
             for path in files:
-                found.update(label for record in iter_records(path, self.config.data_format)
-                             for _, _, label in record.spans)
+                found.update(
+                    label for record in iter_records(path, self.config.data_format) for _, _, label in record.spans
+                )
         return ["O", *sorted(found)]
 
     def _has_unlabeled_split(self) -> bool:

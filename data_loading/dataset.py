@@ -155,8 +155,9 @@ def load_spans(
     Raises:
         SpanDataError: For invalid input; the message names the source, the record and the line where known.
     """
-    if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, int)
-                                    or max_samples < 1):
+    if max_samples is not None and (
+        isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1
+    ):
         raise SpanDataError(f"parameter max_samples: got {max_samples!r}; use a positive integer or None.")
     records = list(iter_records(source, data_format))
     name = source_name(source)
@@ -176,9 +177,7 @@ def load_spans(
     return Dataset.from_dict(columns, features=features)
 
 
-def _records_to_write(
-    dataset_or_records: Any, labels: Sequence[str] | None, column: str
-) -> Iterable[SpanRecord]:
+def _records_to_write(dataset_or_records: Any, labels: Sequence[str] | None, column: str) -> Iterable[SpanRecord]:
     if isinstance(dataset_or_records, (list, tuple)):
         return read_memory(dataset_or_records)
     if hasattr(dataset_or_records, "column_names") and hasattr(dataset_or_records, "iter"):

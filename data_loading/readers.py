@@ -131,13 +131,17 @@ class _RecordChecker:
             raise self.error(index, line, f"span {span.shown} has a negative index. {_SPAN_KEY_HINT}")
         if span.start > span.end:
             raise self.error(
-                index, line, f"span {span.shown} has start {span.start} > end {span.end}; indices are inclusive, "
-                "so a one-word span at word i is 'i;i'."
+                index,
+                line,
+                f"span {span.shown} has start {span.start} > end {span.end}; indices are inclusive, "
+                "so a one-word span at word i is 'i;i'.",
             )
         if span.end >= n_words:
             raise self.error(
-                index, line, f"span {span.shown} is out of range: the sentence has {n_words} words (valid indices "
-                f"0..{n_words - 1}). Fix the indices or the sentence text."
+                index,
+                line,
+                f"span {span.shown} is out of range: the sentence has {n_words} words (valid indices "
+                f"0..{n_words - 1}). Fix the indices or the sentence text.",
             )
         if not isinstance(span.label, str) or not span.label.strip():
             raise self.error(index, line, f"span {span.shown} has label {span.label!r}; use a non-empty string.")
@@ -155,8 +159,10 @@ class _RecordChecker:
             earlier = seen.setdefault((start, end), position)
             if earlier != position:
                 raise self.error(
-                    index, line, f"spans {raw_spans[earlier].shown} and {raw_spans[position].shown} both denote words "
-                    f"{start}..{end}; keep only one of them."
+                    index,
+                    line,
+                    f"spans {raw_spans[earlier].shown} and {raw_spans[position].shown} both denote words "
+                    f"{start}..{end}; keep only one of them.",
                 )
 
     def _clean(
@@ -184,8 +190,10 @@ class _RecordChecker:
             new_end = bisect.bisect_right(kept, end) - 1
             if new_start > new_end:
                 raise self.error(
-                    index, line, f"span {raw.shown} covers only words made of zero-width characters, which are "
-                    "removed; delete the span or fix the text."
+                    index,
+                    line,
+                    f"span {raw.shown} covers only words made of zero-width characters, which are "
+                    "removed; delete the span or fix the text.",
                 )
             shifted.append((new_start, new_end, label))
         self._check_duplicates(index, line, shifted, raw_spans)
@@ -209,8 +217,8 @@ class _RecordChecker:
         """Issue the per-source summary warnings (at most one per kind)."""
         if self.dropped_words:
             warnings.warn(
-                f"{self.source}: dropped {self.dropped_words} word(s) consisting only of zero-width characters "
-                f"(first in {self.first_dropped}); span indices after them were shifted.",
+                f"{self.source}: dropped {self.dropped_words} word(s) consisting only of zero-width characters or "
+                f"whitespace (first in {self.first_dropped}); span indices after them were shifted.",
                 SpanDataWarning,
                 stacklevel=2,
             )
@@ -233,8 +241,9 @@ def _read_text(path: Path, name: str) -> str:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise SpanDataError(f"{name}: file not found. Check the path (relative paths start at the working "
-                            "directory).") from None
+        raise SpanDataError(
+            f"{name}: file not found. Check the path (relative paths start at the working directory)."
+        ) from None
     except IsADirectoryError:
         raise SpanDataError(f"{name}: is a directory; pass the path of one data file.") from None
     except OSError as error:
@@ -296,11 +305,12 @@ def read_span_json(path: str | Path) -> Iterator[SpanRecord]:
     Args:
         path: The file.
 
-    Yields:
-        One :class:`SpanRecord` per list element, with the line where the element starts.
+    Returns:
+        An iterator of :class:`SpanRecord`, one per list element, with the line where the element starts.
 
     Raises:
-        SpanDataError: For unreadable files, malformed JSON and invalid records.
+        SpanDataError: At once for unreadable or empty files; during iteration for malformed JSON and invalid
+            records.
     """
     name = str(path)
     return _span_json_records(_read_text(Path(path), name), name)
@@ -382,8 +392,10 @@ def _context_record(checker: _RecordChecker, index: int, line: int | None, obj: 
     missing = [key for key in ("context", "span_posLabel") if key not in obj]
     if missing:
         raise checker.error(
-            index, line, f"missing key(s) {', '.join(repr(key) for key in missing)}; every record needs 'context' "
-            "(the words joined by spaces) and 'span_posLabel' (use {} for a sentence without entities)."
+            index,
+            line,
+            f"missing key(s) {', '.join(repr(key) for key in missing)}; every record needs 'context' "
+            "(the words joined by spaces) and 'span_posLabel' (use {} for a sentence without entities).",
         )
     context = obj["context"]
     if not isinstance(context, str):
@@ -396,8 +408,10 @@ def _context_record(checker: _RecordChecker, index: int, line: int | None, obj: 
     span_map = obj["span_posLabel"]
     if not isinstance(span_map, Mapping):
         raise checker.error(
-            index, line, f"'span_posLabel' is {_type_name(span_map)}; it must be an object mapping \"start;end\" "
-            "to a label (use {} for a sentence without entities)."
+            index,
+            line,
+            f"'span_posLabel' is {_type_name(span_map)}; it must be an object mapping \"start;end\" "
+            "to a label (use {} for a sentence without entities).",
         )
     raw_spans = []
     for key, label in span_map.items():
@@ -407,8 +421,15 @@ def _context_record(checker: _RecordChecker, index: int, line: int | None, obj: 
 
 
 def _type_name(value: Any) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
-             float: "a number", type(None): "null"}
+    names = {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }
     return names.get(type(value), f"a {type(value).__name__}")
 
 
@@ -422,11 +443,12 @@ def read_conll(path: str | Path) -> Iterator[SpanRecord]:
     Args:
         path: The file.
 
-    Yields:
-        One :class:`SpanRecord` per sentence, with the line of its first word.
+    Returns:
+        An iterator of :class:`SpanRecord`, one per sentence, with the line of its first word.
 
     Raises:
-        SpanDataError: For unreadable files, lines with a single column and invalid tags.
+        SpanDataError: At once for unreadable or empty files; during iteration for lines with a single column
+            and invalid tags.
     """
     name = str(path)
     return _conll_records(_read_text(Path(path), name), name)
@@ -458,8 +480,10 @@ def _conll_records(text: str, name: str) -> Iterator[SpanRecord]:
         if columns and columns[0] != DOCSTART:
             if len(columns) < 2:
                 raise checker.error(
-                    sentence_id, line_number, f"the line has one column ({columns[0]!r}); expected the word in the "
-                    "first column and its tag in the last one, separated by whitespace."
+                    sentence_id,
+                    line_number,
+                    f"the line has one column ({columns[0]!r}); expected the word in the "
+                    "first column and its tag in the last one, separated by whitespace.",
                 )
             words.append(columns[0])
             tags.append(columns[-1])
@@ -490,8 +514,10 @@ def _tokens_record(checker: _RecordChecker, index: int, obj: Mapping[str, Any]) 
     """Validate a ``{"tokens": [...], "spans": [{"start", "end", "label"}, ...]}`` record (end inclusive)."""
     if "spans" not in obj:
         raise checker.error(
-            index, None, "missing key 'spans'; give a list of {'start', 'end', 'label'} dicts (end inclusive), "
-            "[] for a sentence without entities."
+            index,
+            None,
+            "missing key 'spans'; give a list of {'start', 'end', 'label'} dicts (end inclusive), "
+            "[] for a sentence without entities.",
         )
     words = _check_tokens(checker, index, obj["tokens"])
     spans = obj["spans"]
@@ -505,8 +531,10 @@ def _tokens_record(checker: _RecordChecker, index: int, obj: Mapping[str, Any]) 
         missing = [key for key in ("start", "end", "label") if key not in span]
         if missing:
             raise checker.error(
-                index, None, f"{shown} misses key(s) {', '.join(repr(key) for key in missing)}; every span needs "
-                "'start', 'end' (inclusive) and 'label'."
+                index,
+                None,
+                f"{shown} misses key(s) {', '.join(repr(key) for key in missing)}; every span needs "
+                "'start', 'end' (inclusive) and 'label'.",
             )
         raw_spans.append(_RawSpan(span["start"], span["end"], span["label"], shown))
     return checker.finish(index, None, words, raw_spans)
@@ -527,8 +555,10 @@ def _check_tokens(checker: _RecordChecker, index: int, tokens: Any) -> list[str]
         parts = token.split()
         if len(parts) > 1:
             raise checker.error(
-                index, None, f"token {position} ({token!r}) contains whitespace; split it into separate tokens "
-                "(and adjust the span indices) or replace the whitespace."
+                index,
+                None,
+                f"token {position} ({token!r}) contains whitespace; split it into separate tokens "
+                "(and adjust the span indices) or replace the whitespace.",
             )
         cleaned.append(parts[0] if parts else "\u200b")
     if all(token == "\u200b" for token in cleaned):
@@ -556,8 +586,10 @@ def read_memory(records: Sequence[Any]) -> Iterator[SpanRecord]:
             yield _tokens_record(checker, index, obj)
         elif isinstance(obj, Mapping) and "context" not in obj and "span_posLabel" not in obj:
             raise checker.error(
-                index, None, "the record has neither 'context' nor 'tokens'; use {'context': str, 'span_posLabel': "
-                "{'start;end': label}} or {'tokens': [...], 'spans': [{'start', 'end', 'label'}]}."
+                index,
+                None,
+                "the record has neither 'context' nor 'tokens'; use {'context': str, 'span_posLabel': "
+                "{'start;end': label}} or {'tokens': [...], 'spans': [{'start', 'end', 'label'}]}.",
             )
         else:
             yield _context_record(checker, index, None, obj)
@@ -623,8 +655,10 @@ def _label_name(checker: _RecordChecker, index: int, label: Any, names: list[str
         return label
     if names is None:
         raise checker.error(
-            index, None, f"label {label} is an integer but the column has no ClassLabel names; cast the column to "
-            "ClassLabel or pass the label names."
+            index,
+            None,
+            f"label {label} is an integer but the column has no ClassLabel names; cast the column to "
+            "ClassLabel or pass the label names.",
         )
     if not 0 <= label < len(names):
         raise checker.error(index, None, f"label id {label} is outside the {len(names)} ClassLabel names.")
@@ -705,11 +739,11 @@ def iter_records(source: Any, data_format: str | None = None) -> Iterator[SpanRe
         data_format: ``None`` (auto-detect), ``"span_json"``, ``"conll"``, ``"memory"`` or ``"dataset"``. For files
             auto-detection reads the first non-whitespace character: ``[`` means span JSON, anything else CoNLL.
 
-    Yields:
-        :class:`SpanRecord` tuples in source order.
+    Returns:
+        An iterator of :class:`SpanRecord` tuples in source order.
 
     Raises:
-        SpanDataError: For any invalid input.
+        SpanDataError: For any invalid input (file-level problems at once, record-level ones during iteration).
     """
     resolved = _resolve_format(source, data_format)
     if resolved == "memory":

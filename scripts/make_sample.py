@@ -56,7 +56,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     args = parser.parse_args(argv)
-    for output, count in make_sample(args.data_dir, args.out_dir, args.seed, args.overwrite).items():
+    try:
+        written = make_sample(args.data_dir, args.out_dir, args.seed, args.overwrite)
+    except FileExistsError as error:
+        parser.error(f"{error} (use --overwrite)")
+    for output, count in written.items():
         print(f"{args.out_dir / output}: {count} sentences")
 
 

