@@ -32,7 +32,7 @@ SAMPLE = {"max_train_samples": 3000, "max_eval_samples": 1000, "max_unlabeled_sa
 BUDGET = {
     "num_train_epochs": 3,
     "learning_rate": 5e-5,
-    "warmup_ratio": 0.1,
+    "warmup_steps": 0.1,
     "weight_decay": 0.01,
     "per_device_train_batch_size": 8,
     "per_device_eval_batch_size": 64,
