@@ -22,6 +22,7 @@ subword-width bucket embedding, a word-length embedding and summed per-word morp
 from __future__ import annotations
 
 import functools
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -95,6 +96,13 @@ class MaralConfig(PretrainedConfig):
         decoding (`str`, *optional*, defaults to `"greedy"`):
             Default overlap resolution: `"greedy"` (non-overlapping, by descending score), `"legacy"` (the upstream
             heuristic) or `"none"` (overlaps kept).
+        vmf_kappa_max (`float`, *optional*, defaults to 1e5):
+            Upper clamp of the vMF concentrations κ (negative or overflowing estimates are set to it, as upstream).
+        vmf_legacy_bessel (`bool`, *optional*, defaults to `False`):
+            Compute `log I_ν` with the reference code's Miller recurrence (inexact for κ ≳ 500) instead of the
+            exact float64 uniform asymptotic expansion.
+        vmf_clip_gradient (`bool`, *optional*, defaults to `True`):
+            Clip the Bessel ratio `I_{ν+1}/I_ν` in the backward pass at 1, as the reference code does.
         use_mlm_head (`bool`, *optional*, defaults to `True`):
             Whether the model has a masked-LM head (tied to the input embeddings) for the target-text MLM auxiliary.
         source_language (`str`, *optional*):
@@ -128,6 +136,9 @@ class MaralConfig(PretrainedConfig):
         contrastive_temperature: float = 0.07,
         prediction_head: str = "mlp",
         decoding: str = "greedy",
+        vmf_kappa_max: float = 1e5,
+        vmf_legacy_bessel: bool = False,
+        vmf_clip_gradient: bool = True,
         use_mlm_head: bool = True,
         source_language: str | None = None,
         target_language: str | None = None,
@@ -158,6 +169,9 @@ class MaralConfig(PretrainedConfig):
         self.contrastive_temperature = contrastive_temperature
         self.prediction_head = prediction_head
         self.decoding = decoding
+        self.vmf_kappa_max = vmf_kappa_max
+        self.vmf_legacy_bessel = vmf_legacy_bessel
+        self.vmf_clip_gradient = vmf_clip_gradient
         self.use_mlm_head = use_mlm_head
         self.source_language = source_language
         self.target_language = target_language
@@ -439,6 +453,23 @@ def split_into_words(text: str) -> tuple[list[str], list[tuple[int, int]]]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def decode_span_indices(
+    span_words: np.ndarray, probabilities: np.ndarray, mode: str = "greedy", threshold: float = 0.0
+) -> list[int]:
+    """Rows of the spans kept as entities (see `decode_spans`), sorted by start then end."""
+    _check_choice("decoding", mode, DECODING_MODES)
+    labels = probabilities.argmax(axis=1)
+    scores = probabilities[np.arange(len(labels)), labels]
+    candidates = np.flatnonzero((labels != 0) & (scores >= threshold))
+    if mode == "greedy":
+        chosen = _greedy_non_overlapping(span_words, scores, candidates)
+    elif mode == "legacy":
+        chosen = _legacy_prune(span_words, scores, candidates)
+    else:
+        chosen = [int(k) for k in candidates]
+    return sorted(chosen, key=lambda k: (span_words[k, 0], span_words[k, 1]))
+
+
 def decode_spans(
     span_words: np.ndarray, probabilities: np.ndarray, mode: str = "greedy", threshold: float = 0.0
 ) -> list[tuple[int, int, int, float]]:
@@ -454,18 +485,12 @@ def decode_spans(
     Returns:
         `(start_word, end_word, label_id, score)` tuples sorted by start.
     """
-    _check_choice("decoding", mode, DECODING_MODES)
+    chosen = decode_span_indices(span_words, probabilities, mode, threshold)
     labels = probabilities.argmax(axis=1)
-    scores = probabilities[np.arange(len(labels)), labels]
-    candidates = np.flatnonzero((labels != 0) & (scores >= threshold))
-    if mode == "greedy":
-        chosen = _greedy_non_overlapping(span_words, scores, candidates)
-    elif mode == "legacy":
-        chosen = _legacy_prune(span_words, scores, candidates)
-    else:
-        chosen = list(candidates)
-    chosen = sorted(chosen, key=lambda k: (span_words[k, 0], span_words[k, 1]))
-    return [(int(span_words[k, 0]), int(span_words[k, 1]), int(labels[k]), float(scores[k])) for k in chosen]
+    return [
+        (int(span_words[k, 0]), int(span_words[k, 1]), int(labels[k]), float(probabilities[k, labels[k]]))
+        for k in chosen
+    ]
 
 
 def _greedy_non_overlapping(span_words: np.ndarray, scores: np.ndarray, candidates: np.ndarray) -> list[int]:
@@ -502,6 +527,79 @@ def _legacy_prune(span_words: np.ndarray, scores: np.ndarray, candidates: np.nda
             keep[clash] = a
     keep.append(candidates[-1])
     return keep
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bessel functions for the vMF head
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def log_bessel_iv(order: float, x: torch.Tensor) -> torch.Tensor:
+    """`log I_order(x)` in float64 by the uniform asymptotic (Debye) expansion with four correction terms.
+
+    Accurate to ~1e-9 (absolute) for orders ≥ 30 over x in [1e-3, 1e5] and beyond; used with `ν = p/2 - 1 = 31`.
+    """
+    nu = float(order)
+    z = x.to(torch.float64).clamp(min=1e-300) / nu
+    root = torch.sqrt(1 + z * z)
+    t = 1 / root
+    t2 = t * t
+    eta = root + torch.log(z / (1 + root))
+    u1 = t * (3 - 5 * t2) / 24
+    u2 = t2 * (81 - 462 * t2 + 385 * t2**2) / 1152
+    u3 = t * t2 * (30375 - 369603 * t2 + 765765 * t2**2 - 425425 * t2**3) / 414720
+    u4 = t2**2 * (4465125 - 94121676 * t2 + 349922430 * t2**2 - 446185740 * t2**3 + 185910725 * t2**4) / 39813120
+    series = 1 + u1 / nu + u2 / nu**2 + u3 / nu**3 + u4 / nu**4
+    return -0.5 * math.log(2 * math.pi * nu) + nu * eta - 0.5 * torch.log(root) + torch.log(series)
+
+
+def legacy_log_bessel_iv(order: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(log I_ν(x), log I_{ν+1}(x))` by the reference code's Miller backward recurrence (start order 2ν).
+
+    Exact for x ≤ 100 but increasingly low for large x (about -0.07 nats at 1e3, -4 at 1e5); kept to reproduce
+    the reference implementation (`vmf_legacy_bessel=True`).
+    """
+    x = x.to(torch.float64).clamp(min=1e-300)
+    order = int(order)
+    following = torch.zeros_like(x)
+    current = torch.ones_like(x)
+    log_scale = torch.zeros_like(x)
+    captured = {}
+    for k in range(2 * order, 0, -1):
+        if k in (order, order + 1):
+            captured[k] = torch.log(current) + log_scale
+        previous = 2 * k / x * current + following
+        overflow = previous > 1e250
+        rescale = torch.where(overflow, previous, torch.ones_like(previous))
+        log_scale = log_scale + torch.log(rescale)
+        following, current = current / rescale, previous / rescale
+    log_i0 = torch.log(torch.special.i0e(x)) + x
+    normaliser = torch.log(current) + log_scale
+    return captured[order] - normaliser + log_i0, captured[order + 1] - normaliser + log_i0
+
+
+class _VmfLogPartition(torch.autograd.Function):
+    """`Φ(x) = log I_ν(x) - ν log x` with `dΦ/dx = I_{ν+1}(x) / I_ν(x)` (optionally clipped at 1)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, order: float, legacy: bool, clip_gradient: bool) -> torch.Tensor:
+        if legacy:
+            log_iv, log_iv_next = legacy_log_bessel_iv(int(order), x)
+        else:
+            log_iv, log_iv_next = log_bessel_iv(order, x), log_bessel_iv(order + 1, x)
+        ratio = torch.exp(log_iv_next - log_iv)
+        ctx.save_for_backward(ratio.clamp(max=1.0) if clip_gradient else ratio)
+        return log_iv - order * torch.log(x.clamp(min=1e-300))
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        (ratio,) = ctx.saved_tensors
+        return grad_output * ratio, None, None, None
+
+
+def vmf_log_partition(x: torch.Tensor, order: float, legacy: bool = False, clip_gradient: bool = True) -> torch.Tensor:
+    """`Φ(x) = log I_ν(x) - ν log x` in float64 (the negative log-normaliser of a vMF density, up to a constant)."""
+    return _VmfLogPartition.apply(x.to(torch.float64), order, legacy, clip_gradient)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -663,7 +761,8 @@ class MaralForSpanNER(MaralPreTrainedModel):
         # Class statistics of the vMF head (two estimators, §6.2); filled during MARAL's student stage and saved
         # with the model so that predictions from disk equal those in memory.
         num_labels, projection_dim = config.num_labels, config.projection_dim
-        self.register_buffer("vmf_mean_sums", torch.zeros(2, num_labels, projection_dim, dtype=torch.float64))
+        # Index 0 is the estimator used for scoring ("old"), index 1 the one collecting the current epoch ("new").
+        self.register_buffer("vmf_means", torch.zeros(2, num_labels, projection_dim, dtype=torch.float64))
         self.register_buffer("vmf_counts", torch.zeros(2, num_labels, dtype=torch.float64))
         self.register_buffer("vmf_kappa", torch.zeros(num_labels, dtype=torch.float64))
         self.register_buffer("vmf_log_normalizer", torch.zeros(num_labels, dtype=torch.float64))
@@ -781,10 +880,86 @@ class MaralForSpanNER(MaralPreTrainedModel):
         return F.cross_entropy(logits.float(), mlm_labels[selected])
 
     def span_probabilities(self, output: MaralSpanNEROutput) -> torch.Tensor:
-        """Class probabilities of the configured prediction head (the MLP head unless MARAL's vMF head is set)."""
+        """Class probabilities of the configured prediction head: softmax of the MLP logits, or of the vMF logits
+        (without priors) once MARAL's student stage has set `prediction_head="vmf"`."""
         if self.config.prediction_head == "vmf":
-            raise NotImplementedError("The vMF prediction head is added by MARAL's student stage.")
+            return self.vmf_logits(output.projections).softmax(dim=-1)
         return output.logits.float().softmax(dim=-1)
+
+    # -- vMF distribution modelling (§6.2 of the method notes) ----------------------------------------------
+
+    @property
+    def vmf_order(self) -> float:
+        """Bessel order `ν = p/2 - 1` of the vMF density on the unit sphere of the projection space."""
+        return self.config.projection_dim / 2 - 1
+
+    def reset_vmf_estimator(self, index: int, generator: torch.Generator | None = None) -> None:
+        """Random class directions of norm 0.9 and zero counts (κ then starts at `0.81 p / 0.19`)."""
+        shape = self.vmf_means.shape[1:]
+        directions = torch.randn(shape, generator=generator, dtype=torch.float64)
+        self.vmf_means[index] = (0.9 * F.normalize(directions, dim=-1)).to(self.vmf_means.device)
+        self.vmf_counts[index] = 0
+        if index == 0:
+            self.refresh_vmf_kappa()
+
+    def rotate_vmf_estimators(self, generator: torch.Generator | None = None) -> None:
+        """Epoch start: the scoring estimator takes over the collecting one, which restarts empty."""
+        self.vmf_means[0] = self.vmf_means[1]
+        self.vmf_counts[0] = self.vmf_counts[1]
+        self.reset_vmf_estimator(1, generator)
+        self.refresh_vmf_kappa()
+
+    @torch.no_grad()
+    def update_vmf_statistics(self, projections: torch.Tensor, labels: torch.Tensor) -> None:
+        """Adds a batch to both estimators' cumulative class means (absent classes unchanged), then refreshes κ.
+
+        Args:
+            projections: `(M, p)` L2-normalised projections (detached).
+            labels: `(M,)` their class ids.
+        """
+        num_labels = self.vmf_means.size(1)
+        features = projections.detach().to(torch.float64)
+        sums = torch.zeros_like(self.vmf_means[0]).index_add_(0, labels, features)
+        batch_counts = torch.bincount(labels, minlength=num_labels).to(torch.float64)
+        totals = self.vmf_counts + batch_counts
+        updated = (self.vmf_means * self.vmf_counts.unsqueeze(-1) + sums) / totals.clamp(min=1).unsqueeze(-1)
+        self.vmf_means.copy_(torch.where((batch_counts > 0).view(1, -1, 1), updated, self.vmf_means))
+        self.vmf_counts.copy_(totals)
+        self.refresh_vmf_kappa()
+
+    @torch.no_grad()
+    def refresh_vmf_kappa(self) -> None:
+        """`κ = p R / (1 - R²)` from the scoring estimator's mean norms `R` (clamped), and `Φ(κ)`."""
+        epsilon = 1e-6
+        mean_norms = self.vmf_means[0].norm(dim=-1).clamp(epsilon, 1 - epsilon)
+        kappa = self.config.projection_dim * mean_norms / (1 - mean_norms**2)
+        kappa = torch.where((kappa > self.config.vmf_kappa_max) | (kappa < 0), self.config.vmf_kappa_max, kappa)
+        self.vmf_kappa.copy_(kappa)
+        self.vmf_log_normalizer.copy_(vmf_log_partition(kappa, self.vmf_order, self.config.vmf_legacy_bessel))
+
+    def vmf_logits(self, projections: torch.Tensor) -> torch.Tensor:
+        """Closed-form expected-contrastive logits `ℓ_c(z) = Φ(‖κ_c μ_c + z/T‖) - Φ(κ_c)` (float32, no prior).
+
+        Computed in float64 outside autocast; gradients reach `z` only (the class statistics are detached).
+        """
+        with torch.autocast(device_type=projections.device.type, enabled=False):
+            features = projections.to(torch.float64)
+            directions = F.normalize(self.vmf_means[0], dim=-1)
+            kappa = self.vmf_kappa
+            temperature = self.config.contrastive_temperature
+            squared = (
+                kappa**2
+                + 2 * kappa * (features @ directions.T) / temperature
+                + (features * features).sum(-1, keepdim=True) / temperature**2
+            )
+            concentrated = squared.clamp(min=1e-12).sqrt()
+            logits = (
+                vmf_log_partition(
+                    concentrated, self.vmf_order, self.config.vmf_legacy_bessel, self.config.vmf_clip_gradient
+                )
+                - self.vmf_log_normalizer
+            )
+        return logits.to(torch.float32)
 
     # -- inference ----------------------------------------------------------------------------------------------
 
@@ -822,7 +997,8 @@ class MaralForSpanNER(MaralPreTrainedModel):
     ) -> list[SentencePrediction]:
         batch = collate_span_features(features, self.tokenizer.pad_token_id)
         inputs = {key: batch[key].to(self.device) for key in MODEL_INPUT_NAMES}
-        probabilities = self.span_probabilities(self(**inputs, return_projections=False)).cpu().numpy()
+        output = self(**inputs, return_projections=self.config.prediction_head == "vmf")
+        probabilities = self.span_probabilities(output).cpu().numpy()
         results = []
         for row, sentence in enumerate(features):
             count = len(sentence.span_words)
@@ -966,6 +1142,7 @@ __all__ = [
     "SentenceFeatures",
     "SentencePrediction",
     "collate_span_features",
+    "decode_span_indices",
     "decode_spans",
     "enumerate_spans",
     "featurize_words",

@@ -158,13 +158,15 @@ def load_datasets(data_args: DataArguments, labels: list[str]) -> dict[str, Any]
 def resolve_labels(data_args: DataArguments, model_args: ModelArguments) -> list[str]:
     """Labels from `--labels`, else from a trained model's config, else inferred from the source training file."""
     given = data_args.label_list()
+    if given is not None and given[:1] != ["O"]:
+        given = ["O", *given]  # "O" is optional on the command line: compare and use the normalised list
     trained = trained_model_labels(model_args.model_name_or_path)
     if given is not None and trained is not None and given != trained:
         raise ValueError(
             f"--labels {given} differ from the labels {trained} of the trained model {model_args.model_name_or_path}."
         )
     if given is not None:
-        return given if given[0] == "O" else ["O", *given]
+        return given
     if trained is not None:
         return trained
     if data_args.source_train_file is None:

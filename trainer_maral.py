@@ -257,6 +257,10 @@ class MaralTrainer(Trainer):
         **kwargs: passed to `transformers.Trainer`.
     """
 
+    # Objectives return per-batch means and ignore `num_items_in_batch`; without this, `Trainer` (seeing the model's
+    # `**kwargs`) would treat the loss as already scaled and sum the micro-batch losses under gradient accumulation.
+    loss_is_scaled_for_ga = False
+
     def __init__(
         self,
         model=None,

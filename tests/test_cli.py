@@ -1,0 +1,262 @@
+"""End-to-end tests of `run_xner.main` on tiny span JSON files and the tiny random encoder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+import run_xner
+from modeling_maral import MaralForSpanNER
+
+SOURCE_TRAIN = [
+    {"context": "Peter Blackburn visited Brussels on Monday .", "span_posLabel": {"0;1": "PER", "3;3": "LOC"}},
+    {"context": "EU rejects German call to boycott British lamb .", "span_posLabel": {"0;0": "ORG", "2;2": "MISC"}},
+    {"context": "Angela Merkel visited Paris .", "span_posLabel": {"0;1": "PER", "3;3": "LOC"}},
+    {"context": "The European Union said on Monday .", "span_posLabel": {"1;2": "ORG"}},
+    {"context": "Werner Zwingmann said British lamb .", "span_posLabel": {"0;1": "PER", "3;3": "MISC"}},
+    {"context": "Reuters visited London and Berlin .", "span_posLabel": {"0;0": "ORG", "2;2": "LOC", "4;4": "LOC"}},
+]
+SOURCE_DEV = [
+    {"context": "Peter said the UNO rejects it .", "span_posLabel": {"0;0": "PER", "3;3": "ORG"}},
+    {"context": "Germany 's representative visited Madrid .", "span_posLabel": {"0;0": "LOC", "4;4": "LOC"}},
+]
+TARGET_UNLABELED = [
+    {"context": "Die Europäische Kommission sagte am Donnerstag in Berlin .", "span_posLabel": {"1;2": "ORG"}},
+    {"context": "Naciones Unidas en Madrid .", "span_posLabel": {"0;1": "ORG"}},
+    {"context": "Merkel sagte am Donnerstag .", "span_posLabel": {}},
+]
+TARGET_TEST = [
+    {
+        "context": "Angela Merkel besuchte Paris und London mit der UNO .",
+        "span_posLabel": {"0;1": "PER", "3;3": "LOC"},
+    },
+    {"context": "El presidente de España viajó a Madrid .", "span_posLabel": {"3;3": "LOC", "6;6": "LOC"}},
+    # a six-word entity: never scorable (seqeval counts it, span F1 does not)
+    {"context": "Die Europäische Kommission in Berlin sagte nein .", "span_posLabel": {"0;5": "MISC"}},
+]
+INFERRED_LABELS = ["O", "LOC", "MISC", "ORG", "PER"]
+
+
+def write_json(path: Path, records) -> str:
+    path.write_text(json.dumps(records, ensure_ascii=False, indent=1), encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def data_files(tmp_path_factory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("cli_data")
+    return {
+        "source_train_file": write_json(folder / "en_train.json", SOURCE_TRAIN),
+        "source_validation_file": write_json(folder / "en_dev.json", SOURCE_DEV),
+        "target_unlabeled_file": write_json(folder / "de_unlabeled.json", TARGET_UNLABELED),
+        "target_test_file": write_json(folder / "de_test.json", TARGET_TEST),
+    }
+
+
+COMMON_FLAGS = [
+    "--num_train_epochs",
+    "1",
+    "--per_device_train_batch_size",
+    "4",
+    "--per_device_eval_batch_size",
+    "4",
+    "--use_cpu",
+    "--report_to",
+    "none",
+    "--save_strategy",
+    "no",
+    "--disable_tqdm",
+    "true",
+    "--seed",
+    "0",
+]
+
+
+def cli_args(encoder_dir, data_files, output_dir, *extra) -> list[str]:
+    args = ["--model_name_or_path", str(encoder_dir), "--output_dir", str(output_dir)]
+    for key, value in data_files.items():
+        args += [f"--{key}", value]
+    return args + COMMON_FLAGS + list(extra)
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int, str]]:
+    return {
+        str(path.relative_to(folder)): (
+            path.stat().st_size,
+            path.stat().st_mtime_ns,
+            hashlib.sha256(path.read_bytes()).hexdigest(),
+        )
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def cli_run(tiny_encoder_dir, data_files, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("cli_run") / "out"
+    results = run_xner.main(
+        cli_args(tiny_encoder_dir, data_files, output_dir, "--do_train", "--do_eval", "--do_predict")
+    )
+    return output_dir, results
+
+
+def test_end_to_end_writes_results(cli_run):
+    output_dir, results = cli_run
+    all_results = json.loads((output_dir / "all_results.json").read_text(encoding="utf-8"))
+    for key in (
+        "train_loss",
+        "predict_target_test_span_f1",
+        "predict_target_test_seqeval_f1",
+        "eval_source_dev_span_f1",
+        "eval_source_dev_seqeval_f1",
+        "predict_target_test_PER_seqeval_f1",
+    ):
+        assert key in all_results, key
+        assert key in results
+    for key, value in all_results.items():
+        if key.endswith(("_f1", "_precision", "_recall")):
+            assert 0.0 <= value <= 1.0, key
+    assert all_results["train_samples"] == len(SOURCE_TRAIN)
+    for name in ("train_results.json", "eval_results.json", "predict_results.json"):
+        assert (output_dir / name).is_file()
+
+
+def test_end_to_end_writes_predictions(cli_run):
+    output_dir, _ = cli_run
+    lines = (output_dir / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == len(TARGET_TEST)
+    for index, (line, record) in enumerate(zip(lines, TARGET_TEST)):
+        prediction = json.loads(line)
+        assert prediction["sentence_id"] == index
+        assert prediction["tokens"] == record["context"].split()
+        for entity in prediction["entities"]:
+            assert 0 <= entity["start"] <= entity["end"] < len(prediction["tokens"])
+            assert entity["end"] - entity["start"] < 4
+            assert entity["label"] in INFERRED_LABELS[1:]
+            assert entity["text"] == " ".join(prediction["tokens"][entity["start"] : entity["end"] + 1])
+            assert 0.0 < entity["score"] <= 1.0
+
+
+def test_end_to_end_writes_a_loadable_model(cli_run):
+    output_dir, _ = cli_run
+    config = json.loads((output_dir / "config.json").read_text(encoding="utf-8"))
+    assert config["model_type"] == "maral"
+    assert config["labels"] == INFERRED_LABELS
+    assert set(config["auto_map"]) == {"AutoConfig", "AutoModel"}
+    assert (output_dir / "modeling_maral.py").is_file()
+    assert (output_dir / "tokenizer.json").is_file()
+    assert any(output_dir.glob("*.safetensors"))
+    model = MaralForSpanNER.from_pretrained(output_dir)
+    assert isinstance(model.predict("Angela Merkel besuchte Paris ."), list)
+
+
+def test_evaluating_the_saved_model_reproduces_the_metrics(cli_run, data_files, tmp_path):
+    output_dir, results = cli_run
+    again = run_xner.main(
+        [
+            "--model_name_or_path",
+            str(output_dir),
+            "--source_validation_file",
+            data_files["source_validation_file"],
+            "--target_test_file",
+            data_files["target_test_file"],
+            "--output_dir",
+            str(tmp_path / "eval_only"),
+            "--do_eval",
+            "--do_predict",
+            "--use_cpu",
+            "--report_to",
+            "none",
+        ]
+    )
+    for key in ("eval_source_dev_span_f1", "eval_source_dev_seqeval_f1", "predict_target_test_span_f1"):
+        assert again[key] == pytest.approx(results[key]), key
+    assert (tmp_path / "eval_only" / "predictions.jsonl").read_text(encoding="utf-8") == (
+        output_dir / "predictions.jsonl"
+    ).read_text(encoding="utf-8")
+
+
+def test_rerun_into_non_empty_output_dir_fails_and_keeps_files(cli_run, tiny_encoder_dir, data_files):
+    output_dir, _ = cli_run
+    before = snapshot(output_dir)
+    assert "all_results.json" in before
+    with pytest.raises(ValueError, match="overwrite_output_dir"):
+        run_xner.main(cli_args(tiny_encoder_dir, data_files, output_dir, "--do_train", "--do_predict"))
+    assert snapshot(output_dir) == before
+
+
+def test_labels_different_from_the_trained_model_fail(cli_run, data_files, tmp_path):
+    output_dir, _ = cli_run
+    with pytest.raises(ValueError, match="differ"):
+        run_xner.main(
+            [
+                "--model_name_or_path",
+                str(output_dir),
+                "--labels",
+                "O,PER,LOC",
+                "--source_validation_file",
+                data_files["source_validation_file"],
+                "--output_dir",
+                str(tmp_path / "other"),
+                "--do_eval",
+                "--use_cpu",
+            ]
+        )
+    assert not (tmp_path / "other" / "all_results.json").exists()
+
+
+def test_same_labels_without_o_are_accepted_for_a_trained_model(cli_run, data_files, tmp_path):
+    output_dir, results = cli_run
+    again = run_xner.main(
+        [
+            "--model_name_or_path",
+            str(output_dir),
+            "--labels",
+            ",".join(INFERRED_LABELS[1:]),  # "O" is optional on the command line
+            "--source_validation_file",
+            data_files["source_validation_file"],
+            "--output_dir",
+            str(tmp_path / "same_labels"),
+            "--do_eval",
+            "--use_cpu",
+        ]
+    )
+    assert again["eval_source_dev_span_f1"] == pytest.approx(results["eval_source_dev_span_f1"])
+
+
+def test_json_config_file_as_the_only_argument(tiny_encoder_dir, data_files, tmp_path):
+    output_dir = tmp_path / "from_json"
+    config = {
+        "model_name_or_path": str(tiny_encoder_dir),
+        "output_dir": str(output_dir),
+        **data_files,
+        "labels": "O,PER,ORG,LOC,MISC",
+        "do_train": True,
+        "do_predict": True,
+        "max_steps": 2,
+        "per_device_train_batch_size": 4,
+        "use_cpu": True,
+        "report_to": "none",
+        "save_strategy": "no",
+        "max_span_width": 3,
+        "disable_tqdm": True,
+    }
+    config_file = tmp_path / "run.json"
+    config_file.write_text(json.dumps(config), encoding="utf-8")
+    results = run_xner.main([str(config_file)])
+    assert "predict_target_test_span_f1" in results
+    saved = json.loads((output_dir / "config.json").read_text(encoding="utf-8"))
+    assert saved["labels"] == ["O", "PER", "ORG", "LOC", "MISC"]
+    assert saved["max_span_width"] == 3
+    lines = (output_dir / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == len(TARGET_TEST)
+    for line in lines:
+        assert all(entity["end"] - entity["start"] < 3 for entity in json.loads(line)["entities"])
+
+
+def test_unknown_flag_fails(tmp_path):
+    with pytest.raises(ValueError, match="no_such_flag"):
+        run_xner.main(["--model_name_or_path", "x", "--output_dir", str(tmp_path), "--no_such_flag", "1"])
