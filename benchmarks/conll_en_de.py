@@ -98,8 +98,9 @@ def summarize(method: str, results: dict[str, float], wall_seconds: float, argv:
 
 
 def print_table(records: list[dict]) -> None:
-    header = f"{'method':<14}{'de test span F1':>16}{'de test seqeval F1':>20}{'en dev span F1':>16}{'wall s':>9}{'RSS MB':>9}"
-    print(header)
+    columns = [("method", 14), ("de test span F1", 16), ("de test seqeval F1", 20), ("en dev span F1", 16)]
+    columns += [("wall s", 9), ("RSS MB", 9)]
+    print(columns[0][0].ljust(columns[0][1]) + "".join(name.rjust(width) for name, width in columns[1:]))
     for record in records:
         print(
             f"{record['method']:<14}{100 * record['target_test_span_f1']:>16.2f}"
