@@ -973,6 +973,8 @@ class MaralForSpanNER(MaralPreTrainedModel):
     ) -> list[SentencePrediction]:
         """Scores and decodes pre-split sentences; the building block of `predict` and evaluation.
 
+        Sentences are batched by length (less padding) and returned in input order.
+
         Returns:
             One [`SentencePrediction`] per sentence (entities with word indices, plus every kept span's
             probabilities).
@@ -980,14 +982,19 @@ class MaralForSpanNER(MaralPreTrainedModel):
         decoding = decoding or self.config.decoding
         was_training = self.training
         self.eval()
-        results: list[SentencePrediction] = []
+        order = sorted(range(len(batch_words)), key=lambda index: len(batch_words[index]))
+        results: list[SentencePrediction | None] = [None] * len(batch_words)
         try:
-            for begin in range(0, len(batch_words), batch_size):
-                chunk = batch_words[begin : begin + batch_size]
+            for begin in range(0, len(order), batch_size):
+                indices = order[begin : begin + batch_size]
                 features = featurize_words(
-                    self.tokenizer, chunk, self.config.max_span_width, self.config.max_seq_length
+                    self.tokenizer,
+                    [batch_words[index] for index in indices],
+                    self.config.max_span_width,
+                    self.config.max_seq_length,
                 )
-                results.extend(self._predict_features(features, decoding, threshold))
+                for index, prediction in zip(indices, self._predict_features(features, decoding, threshold)):
+                    results[index] = prediction
         finally:
             self.train(was_training)
         return results

@@ -33,7 +33,7 @@ from data_loading import count_span_labels, infer_labels, load_spans
 from data_loading.collator import entity_coverage, warn_about_unreachable_entities
 from evaluation_maral import evaluate_model, flatten_metrics
 from modeling_maral import MaralConfig, MaralForSpanNER, SentencePrediction
-from trainer_maral import MaralTrainer, MaralTrainingArguments, class_weights_from_counts
+from trainer_maral import MaralTrainer, MaralTrainingArguments, SelfTrainingPipeline, class_weights_from_counts
 
 logger = logging.getLogger("run_xner")
 
@@ -58,6 +58,16 @@ class ModelArguments:
     )
     decoding: str = field(
         default="greedy", metadata={"help": "Overlap resolution of predictions: greedy, legacy or none."}
+    )
+    projection_dim: int = field(default=64, metadata={"help": "Size of the contrastive projection (MARAL)."})
+    contrastive_temperature: float = field(
+        default=0.07, metadata={"help": "Temperature T of the vMF contrastive head (MARAL)."}
+    )
+    vmf_legacy_bessel: bool = field(
+        default=False, metadata={"help": "Use the reference code's inexact Miller recurrence for log I_nu."}
+    )
+    vmf_clip_gradient: bool = field(
+        default=True, metadata={"help": "Clip the Bessel ratio of the vMF gradient at 1, as the reference code."}
     )
 
 
@@ -183,10 +193,17 @@ def trained_model_labels(model_name_or_path: str) -> list[str] | None:
     return config.get("labels") if config.get("model_type") == MaralConfig.model_type else None
 
 
-def build_model(model_args: ModelArguments, data_args: DataArguments, labels: list[str]) -> MaralForSpanNER:
-    """Loads a trained MARAL model or puts a new span model on top of a pretrained encoder."""
-    if trained_model_labels(model_args.model_name_or_path) is not None:
-        model = MaralForSpanNER.from_pretrained(model_args.model_name_or_path)
+def build_model(
+    model_args: ModelArguments, data_args: DataArguments, labels: list[str], init_path: str | None = None
+) -> MaralForSpanNER:
+    """Loads a trained MARAL model (`init_path`, or `--model_name_or_path` if it is one) or puts a new span model on
+    top of the pretrained encoder."""
+    init_path = init_path or (
+        model_args.model_name_or_path if trained_model_labels(model_args.model_name_or_path) is not None else None
+    )
+    if init_path is not None:
+        model = MaralForSpanNER.from_pretrained(init_path)
+        check_labels_match(model.config.labels, labels, init_path)
     else:
         model = MaralForSpanNER.from_encoder(
             model_args.model_name_or_path,
@@ -196,6 +213,10 @@ def build_model(model_args: ModelArguments, data_args: DataArguments, labels: li
             max_seq_length=data_args.max_seq_length,
             classifier_dropout=model_args.classifier_dropout,
             decoding=model_args.decoding,
+            projection_dim=model_args.projection_dim,
+            contrastive_temperature=model_args.contrastive_temperature,
+            vmf_legacy_bessel=model_args.vmf_legacy_bessel,
+            vmf_clip_gradient=model_args.vmf_clip_gradient,
             source_language=data_args.source_language,
             target_language=data_args.target_language,
         )
@@ -205,6 +226,15 @@ def build_model(model_args: ModelArguments, data_args: DataArguments, labels: li
         model.encoder.get_input_embeddings().weight.requires_grad_(False)
         logger.info("Word embeddings are frozen.")
     return model
+
+
+def check_labels_match(model_labels: list[str], labels: list[str], path: str) -> None:
+    """A trained model (teacher, student or `--model_name_or_path`) must use the run's label set."""
+    if list(model_labels) != list(labels):
+        raise ValueError(
+            f"The model at {path} was trained with labels {list(model_labels)}, but this run uses {list(labels)}. "
+            "Pass the same --labels (in the same order) for every stage."
+        )
 
 
 def report_coverage(datasets: dict[str, Any], model: MaralForSpanNER) -> None:
@@ -234,6 +264,8 @@ def write_predictions(path: Path, dataset, predictions: list[SentencePrediction]
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
+# Datasets scored after every self-training stage (per-round metrics; never used for selection).
+REPORTED_DATASETS = ("source_dev", "target_dev", "target_test")
 RESULT_PREFIXES = {
     "eval_source_dev": "source dev",
     "eval_target_dev": "target dev",
@@ -277,18 +309,36 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         if "source_train" in datasets
         else None
     )
+    output_dir = Path(training_args.output_dir)
+    all_results: dict[str, float] = {}
+    self_training = training_args.do_train and training_args.method != "source_only"
+    if self_training:
+        pipeline = SelfTrainingPipeline(
+            training_args,
+            lambda path: build_model(model_args, data_args, labels, path),
+            datasets["source_train"],
+            datasets.get("target_unlabeled"),
+            count_span_labels(datasets["source_train"], data_args.max_span_width),
+            class_weights,
+            eval_datasets=eval_datasets,
+            report_datasets={name: datasets[name] for name in REPORTED_DATASETS if name in datasets},
+        )
+        model, stage_metrics = pipeline.run()
     trainer = MaralTrainer(
         model=model,
         args=training_args,
-        train_dataset=datasets.get("source_train"),
+        train_dataset=None if self_training else datasets.get("source_train"),
         eval_dataset=eval_datasets or None,
-        target_dataset=datasets.get("target_unlabeled"),
+        target_dataset=None if self_training else datasets.get("target_unlabeled"),
         class_weights=class_weights,
         processing_class=model.tokenizer,
     )
-    output_dir = Path(training_args.output_dir)
-    all_results: dict[str, float] = {}
-    if training_args.do_train:
+    if self_training:
+        trainer.save_model()
+        metrics = dict(stage_metrics, train_samples=len(datasets["source_train"]))
+        trainer.save_metrics("train", metrics)
+        all_results.update(metrics)
+    elif training_args.do_train:
         train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
         trainer.save_model()
         metrics = dict(train_result.metrics, train_samples=len(datasets["source_train"]))

@@ -17,53 +17,146 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import shutil
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from data_loading.collator import MaralDataCollator, mask_tokens_for_mlm
-from evaluation_maral import evaluate_model, flatten_metrics
-from modeling_maral import MODEL_INPUT_NAMES, span_cross_entropy
+from evaluation_maral import evaluate_model, flatten_metrics, precision_recall_f1, span_f1_counts
+from modeling_maral import (
+    MODEL_INPUT_NAMES,
+    SentencePrediction,
+    decode_span_indices,
+    decode_spans,
+    span_cross_entropy,
+)
 
 logger = logging.getLogger(__name__)
 
 TRAINER_STATE_FILE = "maral_trainer_state.pt"
-METHODS = ("source_only",)
+METHODS = ("source_only", "maral")
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
 
 
 @dataclass
-class MaralTrainingArguments(TrainingArguments):
-    """`TrainingArguments` plus the cross-lingual training settings.
+class MaralSettings:
+    """Hyper-parameters of MARAL's student stage (defaults of the reference scripts, §6.12 of the method notes).
 
     Args:
-        method: training objective; `source_only` trains the teacher (source CE + target MLM).
-        mlm_weight: weight of the target-text masked-LM auxiliary (1e-3 for the teacher in the paper; 0 disables).
-        mlm_mask_rate: probability that a target subword is masked.
-        mlm_hide_masked_tokens: also hide masked positions from attention (upstream behaviour).
-        target_batch_size: target sentences per step (defaults to `per_device_train_batch_size`).
-        eval_decoding: overlap resolution in evaluation (`greedy`, `legacy`, `none`); the model's default if unset.
+        tau: strength `τ` of the source prior adjustment (`τ log π_src`; the code uses `max(τ, τ_u)`).
+        ul_tau: strength `τ_u` of the target prior adjustment, with priors re-estimated from pseudo-labels.
+        target_loss_input: `probs` (the reference's log-softmax over probabilities) or `logits` (soft CE).
+        update_soft_start: first epoch (from 0) with kNN counts and margins; refinement and anchor selection start
+            one epoch later.
+        ema_start, ema_end: EMA momentum of the pseudo-label refinement, linear over the epochs.
+        knn_k: neighbours counted in last epoch's projection bank.
+        knn_o_keep_rate: fraction of `O` spans kept in the bank.
+        gmm_max_iter, gmm_reg_covar, gmm_tol: settings of the per-class 2-component GMM.
+        student_mlm_weight: weight of the target MLM auxiliary in the student stage.
+        mlm_mask_rate: probability that a target subword is masked (both stages).
+        mlm_hide_masked_tokens: hide masked positions from attention (upstream behaviour).
+        pseudo_label_pruning: overlap pruning of pseudo-labels: `legacy` (reference), `greedy` or `none`.
+        prior_floor: smallest class prior before the logarithm (avoids `log 0`).
     """
 
-    method: str = field(default="source_only", metadata={"help": f"Training objective: one of {', '.join(METHODS)}."})
-    mlm_weight: float = field(default=1e-3, metadata={"help": "Weight of the target-text MLM auxiliary (0 = off)."})
-    mlm_mask_rate: float = field(default=0.25, metadata={"help": "Probability that a target subword is masked."})
-    mlm_hide_masked_tokens: bool = field(
-        default=True, metadata={"help": "Hide masked positions from attention, as the reference code does."}
+    tau: float = field(default=1.0, metadata=_help("Source prior-adjustment strength τ (MARAL)."))
+    ul_tau: float = field(default=0.1, metadata=_help("Target prior-adjustment strength τ_u (MARAL)."))
+    target_loss_input: str = field(
+        default="probs", metadata=_help("Target loss on 'probs' (reference double softmax) or 'logits'.")
     )
+    update_soft_start: int = field(default=1, metadata=_help("First epoch with margins; refinement starts after."))
+    ema_start: float = field(default=0.95, metadata=_help("EMA momentum of pseudo-label refinement at the start."))
+    ema_end: float = field(default=0.80, metadata=_help("EMA momentum of pseudo-label refinement at the end."))
+    knn_k: int = field(default=200, metadata=_help("Neighbours counted in the projection bank."))
+    knn_o_keep_rate: float = field(default=0.03, metadata=_help("Fraction of O spans kept in the projection bank."))
+    gmm_max_iter: int = field(default=10, metadata=_help("EM iterations of the anchor-selection GMM."))
+    gmm_reg_covar: float = field(default=5e-4, metadata=_help("Variance regularisation of the anchor GMM."))
+    gmm_tol: float = field(default=1e-2, metadata=_help("Convergence tolerance of the anchor GMM."))
+    student_mlm_weight: float = field(default=1e-2, metadata=_help("Target MLM weight in the student stage."))
+    mlm_mask_rate: float = field(default=0.25, metadata=_help("Probability that a target subword is masked."))
+    mlm_hide_masked_tokens: bool = field(
+        default=True, metadata=_help("Hide masked positions from attention, as the reference code does.")
+    )
+    pseudo_label_pruning: str = field(
+        default="legacy", metadata=_help("Overlap pruning of pseudo-labels: legacy, greedy or none.")
+    )
+    prior_floor: float = field(default=1e-12, metadata=_help("Smallest class prior before the logarithm."))
+
+    def validate_settings(self) -> None:
+        """Raises a `ValueError` naming the flag of an invalid setting."""
+        checks = [
+            ("tau", self.tau >= 0, "must be >= 0"),
+            ("ul_tau", self.ul_tau >= 0, "must be >= 0"),
+            ("target_loss_input", self.target_loss_input in ("probs", "logits"), "must be probs or logits"),
+            ("update_soft_start", self.update_soft_start >= 0, "must be >= 0"),
+            ("ema_start", 0 <= self.ema_start <= 1, "must be in [0, 1]"),
+            ("ema_end", 0 <= self.ema_end <= 1, "must be in [0, 1]"),
+            ("knn_k", self.knn_k >= 1, "must be >= 1"),
+            ("knn_o_keep_rate", 0 <= self.knn_o_keep_rate <= 1, "must be in [0, 1]"),
+            ("gmm_max_iter", self.gmm_max_iter >= 1, "must be >= 1"),
+            ("gmm_reg_covar", self.gmm_reg_covar > 0, "must be > 0"),
+            ("student_mlm_weight", self.student_mlm_weight >= 0, "must be >= 0"),
+            ("mlm_mask_rate", 0 < self.mlm_mask_rate < 1, "must be in (0, 1)"),
+            ("pseudo_label_pruning", self.pseudo_label_pruning in ("legacy", "greedy", "none"), "unknown mode"),
+            ("prior_floor", 0 < self.prior_floor < 1, "must be in (0, 1)"),
+        ]
+        for name, valid, requirement in checks:
+            if not valid:
+                raise ValueError(f"`--{name}` {requirement}; got {getattr(self, name)!r}.")
+
+
+@dataclass
+class MaralTrainingArguments(TrainingArguments, MaralSettings):
+    """`TrainingArguments` plus the cross-lingual training settings (and `MaralSettings` for the student).
+
+    Args:
+        method: `source_only` trains the teacher alone (source CE + target MLM); `maral` adds pseudo-labelling and
+            the MARAL student stage.
+        mlm_weight: weight of the target-text MLM auxiliary in the teacher stage (1e-3 in the paper; 0 disables).
+        target_batch_size: target sentences per step (defaults to `per_device_train_batch_size`).
+        eval_decoding: overlap resolution in evaluation (`greedy`, `legacy`, `none`); the model's default if unset.
+        teacher_epochs: epochs of the teacher stage (defaults to `num_train_epochs`).
+        teacher_selection: which teacher epoch labels the target text: `source_dev` (best source-dev span F1) or
+            `last`. The target gold is never used.
+        teacher_checkpoint: a trained teacher (MARAL model directory) to use instead of training one.
+        student_init: `base` (a fresh encoder, as in the paper) or `teacher` (start from the teacher's weights).
+        self_training_rounds: student rounds; round r's student labels the target text for round r + 1.
+    """
+
+    method: str = field(default="source_only", metadata=_help(f"Training objective: one of {', '.join(METHODS)}."))
+    mlm_weight: float = field(default=1e-3, metadata=_help("Target MLM weight in the teacher stage (0 = off)."))
     target_batch_size: int | None = field(
-        default=None, metadata={"help": "Target sentences per step; defaults to per_device_train_batch_size."}
+        default=None, metadata=_help("Target sentences per step; defaults to per_device_train_batch_size.")
     )
     eval_decoding: str | None = field(
-        default=None, metadata={"help": "Decoding in evaluation: greedy, legacy or none (default: the model's)."}
+        default=None, metadata=_help("Decoding in evaluation: greedy, legacy or none (default: the model's).")
     )
+    teacher_epochs: float | None = field(
+        default=None, metadata=_help("Epochs of the teacher stage (default: num_train_epochs).")
+    )
+    teacher_selection: str = field(
+        default="source_dev", metadata=_help("Teacher epoch that labels the target text: source_dev or last.")
+    )
+    teacher_checkpoint: str | None = field(
+        default=None, metadata=_help("A trained teacher model directory to use instead of training one.")
+    )
+    student_init: str = field(default="base", metadata=_help("Student start: base (fresh encoder) or teacher."))
+    self_training_rounds: int = field(default=1, metadata=_help("Number of student rounds."))
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -71,8 +164,15 @@ class MaralTrainingArguments(TrainingArguments):
             raise ValueError(f"`--method` must be one of {', '.join(METHODS)}; got {self.method!r}.")
         if self.mlm_weight < 0:
             raise ValueError(f"`--mlm_weight` must be >= 0; got {self.mlm_weight}.")
-        if not 0 < self.mlm_mask_rate < 1:
-            raise ValueError(f"`--mlm_mask_rate` must be in (0, 1); got {self.mlm_mask_rate}.")
+        if self.teacher_selection not in ("source_dev", "last"):
+            raise ValueError(f"`--teacher_selection` must be source_dev or last; got {self.teacher_selection!r}.")
+        if self.student_init not in ("base", "teacher"):
+            raise ValueError(f"`--student_init` must be base or teacher; got {self.student_init!r}.")
+        if self.self_training_rounds < 1:
+            raise ValueError(f"`--self_training_rounds` must be >= 1; got {self.self_training_rounds}.")
+        if self.teacher_epochs is not None and self.teacher_epochs <= 0:
+            raise ValueError(f"`--teacher_epochs` must be > 0; got {self.teacher_epochs}.")
+        self.validate_settings()
         # Span batches carry custom keys: keep every column and name the label key explicitly.
         self.remove_unused_columns = False
         self.label_names = ["labels"]
@@ -221,6 +321,611 @@ class SourceObjective(TrainingObjective):
         self.mask_generator.set_state(state["mask_generator"])
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Pseudo-labels
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class PseudoLabelStore:
+    """Soft pseudo-labels of every scorable target span, keyed by sentence id.
+
+    Spans are stored flat (sentence after sentence, each in enumeration order) with row offsets per sentence,
+    so memory grows with the number of real spans, not with `N x 512 x C` padding.
+
+    Attributes:
+        sentence_ids: `(N,)` sentence ids in storage order.
+        offsets: `(N + 1,)` first row of each sentence.
+        span_words: `(S, 2)` inclusive word indices of every span.
+        probabilities: `(S, C)` soft pseudo-labels `Q`.
+        reliable: `(S,)` anchor mask used by the target loss.
+        visited: `(S,)` spans seen by the student since the store was created.
+        logit_cache: `(S, C)` last vMF logits seen for each span (`Λ`).
+    """
+
+    def __init__(
+        self,
+        sentence_ids: torch.Tensor,
+        span_counts: torch.Tensor,
+        span_words: torch.Tensor,
+        probabilities: torch.Tensor,
+    ) -> None:
+        if len(torch.unique(sentence_ids)) != len(sentence_ids):
+            raise ValueError("Pseudo-labels need unique sentence ids; the target dataset repeats some.")
+        self.sentence_ids = sentence_ids.long()
+        self.offsets = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(span_counts.long(), 0)])
+        self.span_words = span_words.long()
+        self.probabilities = probabilities.float()
+        num_spans = len(probabilities)
+        self.reliable = torch.ones(num_spans, dtype=torch.bool)
+        self.visited = torch.zeros(num_spans, dtype=torch.bool)
+        self.logit_cache = torch.ones_like(self.probabilities)
+        self._sorted_ids, self._sorted_rows = torch.sort(self.sentence_ids)
+
+    @classmethod
+    def from_predictions(
+        cls, sentence_ids: list[int], predictions: list[SentencePrediction], pruning: str = "legacy"
+    ) -> PseudoLabelStore:
+        """Soft labels from a model's predictions (§5): kept entity spans keep their distribution, every other
+        span (predicted `O`, or removed by overlap pruning) becomes one-hot `O`."""
+        rows, counts, words = [], [], []
+        for prediction in predictions:
+            labels = np.zeros_like(prediction.probabilities)
+            labels[:, 0] = 1.0
+            kept = decode_span_indices(prediction.span_words, prediction.probabilities, pruning)
+            labels[kept] = prediction.probabilities[kept]
+            rows.append(labels)
+            counts.append(len(labels))
+            words.append(prediction.span_words)
+        return cls(
+            torch.tensor(sentence_ids, dtype=torch.long),
+            torch.tensor(counts, dtype=torch.long),
+            torch.from_numpy(np.concatenate(words)),
+            torch.from_numpy(np.concatenate(rows)),
+        )
+
+    def __len__(self) -> int:
+        return len(self.probabilities)
+
+    @property
+    def num_labels(self) -> int:
+        return self.probabilities.size(1)
+
+    def batch_rows(self, sentence_ids: torch.Tensor, span_mask: torch.Tensor) -> torch.Tensor:
+        """Store row of every span of a collated batch (-1 for padding).
+
+        Raises:
+            ValueError: if a sentence is unknown or its span count differs from the stored one (the tokenizer,
+                `max_span_width` or `max_seq_length` changed between labelling and training).
+        """
+        position = torch.searchsorted(self._sorted_ids, sentence_ids.cpu())
+        position = position.clamp(max=len(self._sorted_ids) - 1)
+        if not torch.equal(self._sorted_ids[position], sentence_ids.cpu()):
+            raise ValueError("A target batch holds sentences without pseudo-labels: relabel the target text.")
+        sentence_rows = self._sorted_rows[position]
+        starts, ends = self.offsets[sentence_rows], self.offsets[sentence_rows + 1]
+        counts = span_mask.sum(1).cpu()
+        if not torch.equal(counts, ends - starts):
+            raise ValueError(
+                "The spans of a target batch differ from the pseudo-labelled ones: use the same tokenizer, "
+                "max_span_width and max_seq_length for labelling and training."
+            )
+        columns = torch.arange(span_mask.size(1))
+        rows = starts.unsqueeze(1) + columns.unsqueeze(0)
+        return torch.where(span_mask.cpu(), rows, -1)
+
+    def sentence_slices(self):
+        """`(sentence_id, row_start, row_end)` for every sentence."""
+        for index, sentence_id in enumerate(self.sentence_ids.tolist()):
+            yield sentence_id, int(self.offsets[index]), int(self.offsets[index + 1])
+
+    def class_mass(self) -> torch.Tensor:
+        """Sum of the soft labels of all spans per class."""
+        return self.probabilities.sum(0)
+
+    def nbytes(self) -> int:
+        """Bytes held by the store's tensors."""
+        tensors = (self.sentence_ids, self.offsets, self.span_words, self.probabilities, self.reliable)
+        return sum(t.element_size() * t.nelement() for t in (*tensors, self.visited, self.logit_cache))
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {
+            "sentence_ids": self.sentence_ids,
+            "offsets": self.offsets,
+            "span_words": self.span_words,
+            "probabilities": self.probabilities,
+            "reliable": self.reliable,
+            "visited": self.visited,
+            "logit_cache": self.logit_cache,
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> PseudoLabelStore:
+        store = cls(state["sentence_ids"], state["offsets"].diff(), state["span_words"], state["probabilities"])
+        store.reliable, store.visited, store.logit_cache = state["reliable"], state["visited"], state["logit_cache"]
+        return store
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes the store atomically (temporary file, then rename)."""
+        temporary = f"{path}.tmp"
+        torch.save(self.state_dict(), temporary)
+        os.replace(temporary, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> PseudoLabelStore:
+        return cls.from_state_dict(torch.load(path, weights_only=True))
+
+    def oracle_metrics(
+        self, gold_by_sentence: dict[int, list[tuple[int, int, int]]], pruning: str
+    ) -> dict[str, float]:
+        """Span P/R/F1 of the current hard pseudo-labels against gold spans (diagnostics only)."""
+        predictions, golds = [], []
+        probabilities = self.probabilities.numpy()
+        words = self.span_words.numpy()
+        for sentence_id, start, end in self.sentence_slices():
+            entities = decode_spans(words[start:end], probabilities[start:end], pruning)
+            predictions.append(SentencePrediction(entities, words[start:end], probabilities[start:end], None))
+            golds.append(gold_by_sentence.get(sentence_id, []))
+        correct, predicted, gold = span_f1_counts(predictions, golds)
+        precision, recall, f1 = precision_recall_f1(sum(correct.values()), sum(predicted.values()), sum(gold.values()))
+        return {"precision": precision, "recall": recall, "f1": f1}
+
+
+@torch.no_grad()
+def generate_pseudo_labels(model, dataset, batch_size: int = 32, pruning: str = "legacy") -> PseudoLabelStore:
+    """Labels every scorable span of the target `dataset` with `model`'s current prediction head."""
+    predictions = _unwrap(model).predict_words(dataset["tokens"], batch_size=batch_size, decoding=pruning)
+    return PseudoLabelStore.from_predictions(dataset["sentence_id"], predictions, pruning)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Progressive adaptation: reliable-anchor selection and margins
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def fit_two_gaussians(
+    values: torch.Tensor, max_iter: int = 10, reg_covar: float = 5e-4, tol: float = 1e-2
+) -> torch.Tensor:
+    """Posterior of the higher-mean component of a 1-D, 2-component Gaussian mixture (EM, k-means start).
+
+    Mirrors scikit-learn's `GaussianMixture(2, max_iter, reg_covar, tol)` on one feature, but deterministic:
+    k-means starts from the minimum and maximum.
+
+    Args:
+        values: `(M,)` scores, M ≥ 2 and not all equal.
+
+    Returns:
+        `(M,)` posterior probability of belonging to the component with the larger mean.
+    """
+    x = values.to(torch.float64)
+    centers = torch.stack([x.min(), x.max()])
+    for _ in range(10):
+        assignment = (x.unsqueeze(1) - centers).abs().argmin(1)
+        centers = torch.stack([x[assignment == k].mean() if (assignment == k).any() else centers[k] for k in (0, 1)])
+    responsibilities = F.one_hot(assignment, 2).to(torch.float64)
+    previous_bound = -math.inf
+    for _ in range(max_iter):
+        weights = responsibilities.sum(0) + 10 * torch.finfo(torch.float64).eps
+        means = (responsibilities * x.unsqueeze(1)).sum(0) / weights
+        variances = (responsibilities * (x.unsqueeze(1) - means) ** 2).sum(0) / weights + reg_covar
+        log_joint = (
+            torch.log(weights / len(x))
+            - 0.5 * torch.log(2 * math.pi * variances)
+            - 0.5 * (x.unsqueeze(1) - means) ** 2 / variances
+        )
+        log_norm = torch.logsumexp(log_joint, dim=1, keepdim=True)
+        responsibilities = torch.exp(log_joint - log_norm)
+        bound = log_norm.mean().item()
+        if abs(bound - previous_bound) < tol:
+            break
+        previous_bound = bound
+    return responsibilities[:, int(torch.argmax(means))]
+
+
+def select_reliable_spans(
+    store: PseudoLabelStore, max_iter: int = 10, reg_covar: float = 5e-4, tol: float = 1e-2
+) -> torch.Tensor:
+    """Reliable anchors (§6.6): per pseudo-class, a 2-component GMM on min-max-normalised cached logits of that
+    class; a span is reliable when the higher-mean component's posterior exceeds 0.5.
+
+    Classes with one span or constant scores keep all their spans; spans never visited are not reliable.
+    """
+    hard_labels = store.probabilities.argmax(1)
+    scores = store.logit_cache.gather(1, hard_labels.unsqueeze(1)).squeeze(1).double()
+    reliable = torch.zeros(len(store), dtype=torch.bool)
+    for label in range(store.num_labels):
+        members = torch.nonzero(store.visited & (hard_labels == label)).squeeze(1)
+        if len(members) == 0:
+            continue
+        class_scores = scores[members]
+        low, high = class_scores.min(), class_scores.max()
+        if len(members) < 2 or high - low <= 0:
+            reliable[members] = True
+            continue
+        posterior = fit_two_gaussians((class_scores - low) / (high - low), max_iter, reg_covar, tol)
+        reliable[members] = posterior > 0.5
+    return reliable
+
+
+def ema_momentum(epoch: int, num_epochs: int, start: float, end: float, first_epoch: int) -> float:
+    """Linear EMA momentum from `start` (at `first_epoch`) to `end` (at `num_epochs`), §6.7.
+
+    Example:
+        >>> round(ema_momentum(2, 20, 0.95, 0.80, 1), 3), round(ema_momentum(19, 20, 0.95, 0.80, 1), 3)
+        (0.942, 0.808)
+    """
+    span = max(num_epochs - first_epoch, 1)
+    return start + (epoch - first_epoch) / span * (end - start)
+
+
+def class_margins(sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Class-wise margins `Σ value / (count + 1)` (one extra zero per class, §6.8)."""
+    return sums / (counts + 1)
+
+
+def l1_normalize(values: torch.Tensor) -> torch.Tensor:
+    """Rows divided by their sum (all-zero rows stay zero)."""
+    return values / values.sum(-1, keepdim=True).clamp(min=1e-12)
+
+
+def refinement_targets(
+    logits: torch.Tensor, neighbour_counts: torch.Tensor, proto_margins: torch.Tensor, neighbour_margins: torch.Tensor
+) -> torch.Tensor:
+    """Update direction `u` of §6.7: average of the global (logit > prototype margin, `O` forced when it is the
+    argmax) and local (neighbour count > neighbour margin) class masks, L1-normalised."""
+    global_view = (logits > proto_margins).to(logits.dtype)
+    global_view[:, 0] = torch.where(logits.argmax(1) == 0, 1.0, global_view[:, 0])
+    local_view = (neighbour_counts > neighbour_margins).to(logits.dtype)
+    return l1_normalize((l1_normalize(global_view) + l1_normalize(local_view)) / 2)
+
+
+def knn_label_counts(queries: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor, k: int, num_labels: int):
+    """Label counts among the `k` most similar bank entries (inner product = cosine for unit vectors)."""
+    k = min(k, len(bank))
+    neighbours = (queries @ bank.T).topk(k, dim=1).indices
+    return F.one_hot(bank_labels[neighbours], num_labels).sum(1).to(queries.dtype)
+
+
+def target_span_loss(
+    adjusted_logits: torch.Tensor,
+    soft_labels: torch.Tensor,
+    kept: torch.Tensor,
+    filtered: torch.Tensor,
+    loss_input: str = "probs",
+) -> torch.Tensor:
+    """Target loss of §6.5 on selected spans.
+
+    Args:
+        adjusted_logits: `(M, C)` prior-adjusted vMF logits.
+        soft_labels: `(M, C)` pseudo-labels.
+        kept: `(M,)` spans trained towards their soft label.
+        filtered: `(M,)` entity spans removed by overlap pruning, trained towards `O`.
+        loss_input: `"probs"` applies log-softmax to the *probabilities* (the reference code's double softmax, a
+            weak, noise-robust signal); `"logits"` is plain soft cross-entropy.
+    """
+    selected = kept.sum() + filtered.sum()
+    if selected == 0:
+        return adjusted_logits.sum() * 0.0
+    scores = adjusted_logits.softmax(-1) if loss_input == "probs" else adjusted_logits
+    log_probs = scores.log_softmax(-1)
+    kept_term = -(soft_labels[kept] * log_probs[kept]).sum()
+    filtered_term = -log_probs[filtered, 0].sum()
+    return (kept_term + filtered_term) / selected
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# MARAL student objective
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class MaralObjective(TrainingObjective):
+    """MARAL's student stage (§6): vMF head with prior-adjusted logits on source gold and target pseudo-labels,
+    progressive adaptation (GMM anchors, prototype and neighbour margins, EMA refinement) and target MLM.
+
+    Args:
+        store: the target pseudo-labels (refined in place during training).
+        source_class_counts: `(C,)` span counts per class of the source training set (source priors).
+        class_weights: `(C,)` source span class weights.
+        settings: `MaralSettings`.
+        num_epochs: epochs of the stage (for the EMA schedule).
+        seed: seed of the estimator initialisation, the bank sampling and the MLM masking.
+        gold_by_sentence: optional gold spans of the target text, for the oracle diagnostics only.
+    """
+
+    name = "maral"
+
+    def __init__(
+        self,
+        store: PseudoLabelStore,
+        source_class_counts: np.ndarray,
+        class_weights: torch.Tensor | None,
+        settings: MaralSettings,
+        num_epochs: int,
+        seed: int = 0,
+        gold_by_sentence: dict[int, list[tuple[int, int, int]]] | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.num_epochs = num_epochs
+        self.class_weights = class_weights
+        self.gold_by_sentence = gold_by_sentence
+        self.source_tau = max(settings.tau, settings.ul_tau)
+        num_labels = store.num_labels
+        self.source_log_prior = torch.log(
+            self._normalize_prior(torch.as_tensor(source_class_counts, dtype=torch.float64))
+        )
+        self.target_prior = self._normalize_prior(store.class_mass().double())
+        self.proto_margins = torch.zeros(num_labels)
+        self.neighbour_margins = torch.zeros(num_labels)
+        self.bank = torch.zeros(0, 0)
+        self.bank_labels = torch.zeros(0, dtype=torch.long)
+        self.estimator_generator = torch.Generator().manual_seed(seed)
+        self.sampling_generator = torch.Generator().manual_seed(seed + 1)
+        self.mask_generator = torch.Generator().manual_seed(seed + 2)
+        self.epoch = -1
+        self.finished_epoch = -1
+        self.history: list[dict[str, Any]] = []
+        self._reset_epoch_accumulators()
+
+    # -- epoch hooks ---------------------------------------------------------------------------------------------
+
+    def on_train_begin(self, trainer):
+        model = _unwrap(trainer.model)
+        model.config.prediction_head = "vmf"
+        if self.epoch < 0:
+            model.reset_vmf_estimator(0, self.estimator_generator)
+            model.reset_vmf_estimator(1, self.estimator_generator)
+
+    def on_epoch_begin(self, trainer, epoch):
+        if epoch <= self.epoch:
+            return  # resumed inside this epoch: its start-of-epoch work is already done
+        self.epoch = epoch
+        _unwrap(trainer.model).rotate_vmf_estimators(self.estimator_generator)
+        if epoch > self.settings.update_soft_start:
+            self.store.reliable = select_reliable_spans(
+                self.store, self.settings.gmm_max_iter, self.settings.gmm_reg_covar, self.settings.gmm_tol
+            )
+        self._reset_epoch_accumulators()
+
+    def on_epoch_end(self, trainer, epoch):
+        if epoch <= self.finished_epoch:
+            return
+        self.finished_epoch = epoch
+        if self.prior_sum.sum() > 0:
+            self.target_prior = self._normalize_prior(self.prior_sum)
+        if epoch >= self.settings.update_soft_start:
+            self.proto_margins = class_margins(self.proto_sums, self.proto_counts).float()
+        self.bank = torch.cat(self.bank_features) if self.bank_features else self.bank
+        self.bank_labels = torch.cat(self.bank_label_list) if self.bank_label_list else self.bank_labels
+        if epoch >= self.settings.update_soft_start and self.neighbour_counts.sum() > 0:
+            self.neighbour_margins = class_margins(self.neighbour_sums, self.neighbour_counts).float()
+        self.history.append(self.diagnostics(trainer, epoch))
+
+    def diagnostics(self, trainer, epoch: int) -> dict[str, Any]:
+        """Per-epoch record for `self_training_log.jsonl`."""
+        labels = _unwrap(trainer.model).config.labels
+        hard = self.store.probabilities.argmax(1)
+        record = {
+            "epoch": epoch,
+            "target_prior": dict(zip(labels, self.target_prior.tolist())),
+            "proto_margins": dict(zip(labels, self.proto_margins.tolist())),
+            "neighbour_margins": dict(zip(labels, self.neighbour_margins.tolist())),
+            "reliable_fraction": {
+                label: float(self.store.reliable[hard == index].float().mean()) if (hard == index).any() else None
+                for index, label in enumerate(labels)
+            },
+            "visited_fraction": float(self.store.visited.float().mean()),
+            "bank_size": len(self.bank),
+        }
+        if self.gold_by_sentence is not None:
+            record["pseudo_label_oracle"] = self.store.oracle_metrics(
+                self.gold_by_sentence, self.settings.pseudo_label_pruning
+            )
+        return record
+
+    # -- the step ------------------------------------------------------------------------------------------------
+
+    def compute_loss(self, trainer, model, inputs):
+        core = _unwrap(model)
+        device = trainer.args.device
+        source_loss, source_bank = self._source_step(core, model, inputs)
+        target_batch = trainer.target_stream.next_batch()
+        target_loss, target_bank = self._target_step(core, model, target_batch, device)
+        self._add_to_bank(*source_bank)
+        self._add_to_bank(*target_bank)
+        loss = source_loss + target_loss
+        logs = {"source_loss": source_loss.item(), "target_loss": target_loss.item()}
+        if self.settings.student_mlm_weight > 0:
+            mlm_loss = self._mlm_loss(core, target_batch, trainer, device)
+            loss = loss + self.settings.student_mlm_weight * mlm_loss
+            logs["mlm_loss"] = mlm_loss.item()
+        return loss, logs
+
+    def _source_step(self, core, model, inputs):
+        output = model(**model_inputs(inputs))
+        mask = inputs["span_mask"]
+        labels = inputs["labels"].clamp(min=0)
+        core.update_vmf_statistics(output.projections[mask], labels[mask])
+        logits = core.vmf_logits(output.projections)
+        adjusted = logits + self.source_tau * self.source_log_prior.to(logits)
+        loss = span_cross_entropy(adjusted, labels, mask, self.class_weights)
+        keep = mask & ((labels != 0) | self._bernoulli(mask.shape, mask.device))
+        return loss, (output.projections[keep].detach(), labels[keep])
+
+    def _target_step(self, core, model, batch, device):
+        batch = {key: value.to(device) for key, value in batch.items()}
+        output = model(**model_inputs(batch))
+        mask = batch["span_mask"]
+        rows = self.store.batch_rows(batch["sentence_ids"], mask)
+        real_rows = rows[mask.cpu()]
+        self.store.visited[real_rows] = True
+        soft = self.store.probabilities[real_rows].to(device)
+        hard = soft.argmax(1)
+        projections = output.projections[mask]
+        core.update_vmf_statistics(projections, hard)
+        logits = core.vmf_logits(projections)
+        detached = logits.detach()
+        self.store.logit_cache[real_rows] = detached.cpu()
+        self.proto_sums += torch.zeros_like(self.proto_sums).index_add_(
+            0, hard.cpu(), detached.gather(1, hard.unsqueeze(1)).squeeze(1).double().cpu()
+        )
+        self.proto_counts += torch.bincount(hard.cpu(), minlength=len(self.proto_counts)).double()
+        if self.epoch >= self.settings.update_soft_start and len(self.bank):
+            counts = knn_label_counts(
+                projections.detach(),
+                self.bank.to(device),
+                self.bank_labels.to(device),
+                self.settings.knn_k,
+                self.store.num_labels,
+            )
+            self.neighbour_sums += torch.zeros_like(self.neighbour_sums).index_add_(
+                0, hard.cpu(), counts.gather(1, hard.unsqueeze(1)).squeeze(1).double().cpu()
+            )
+            self.neighbour_counts += torch.bincount(hard.cpu(), minlength=len(self.neighbour_counts)).double()
+            if self.epoch > self.settings.update_soft_start:
+                soft = self._refine(real_rows, soft, detached, counts)
+        self.prior_sum += soft.double().sum(0).cpu()
+        loss = self._target_loss(batch, mask, real_rows, soft, logits)
+        keep = (hard != 0) | self._bernoulli(hard.shape, hard.device)
+        return loss, (projections[keep].detach(), hard[keep])
+
+    def _refine(self, real_rows, soft, logits, neighbour_counts):
+        """EMA-moves the soft labels of unreliable spans towards the classes that pass the margins (§6.7)."""
+        device = soft.device
+        directions = refinement_targets(
+            logits.float(), neighbour_counts.float(), self.proto_margins.to(device), self.neighbour_margins.to(device)
+        )
+        directions[self.store.reliable[real_rows].to(device)] = 0
+        momentum = ema_momentum(
+            self.epoch,
+            self.num_epochs,
+            self.settings.ema_start,
+            self.settings.ema_end,
+            self.settings.update_soft_start,
+        )
+        moved = directions.sum(1) > 0
+        refined = torch.where(moved.unsqueeze(1), l1_normalize(momentum * soft + (1 - momentum) * directions), soft)
+        self.store.probabilities[real_rows] = refined.cpu()
+        return refined
+
+    def _target_loss(self, batch, mask, real_rows, soft, logits):
+        reliable = self.store.reliable[real_rows].to(soft.device)
+        pruned_entity = self._pruned_entity_mask(batch, mask, soft)
+        hard = soft.argmax(1)
+        kept = reliable & (pruned_entity | (hard == 0))
+        filtered = reliable & (hard != 0) & ~pruned_entity
+        adjusted = logits + self.settings.ul_tau * torch.log(self.target_prior).to(logits)
+        return target_span_loss(adjusted, soft, kept, filtered, self.settings.target_loss_input)
+
+    def _pruned_entity_mask(self, batch, mask, soft):
+        """True for the real spans that survive overlap pruning of the soft labels as entities."""
+        counts = mask.sum(1).tolist()
+        soft_numpy = soft.detach().cpu().numpy()
+        words = batch["span_words"].cpu().numpy()
+        survived = np.zeros(len(soft_numpy), dtype=bool)
+        start = 0
+        for row, count in enumerate(counts):
+            kept = decode_span_indices(
+                words[row, :count], soft_numpy[start : start + count], self.settings.pseudo_label_pruning
+            )
+            survived[np.asarray(kept, dtype=np.int64) + start] = True
+            start += count
+        return torch.from_numpy(survived).to(soft.device)
+
+    def _mlm_loss(self, core, batch, trainer, device):
+        masked_ids, attention, labels = mask_tokens_for_mlm(
+            batch["input_ids"],
+            batch["attention_mask"],
+            trainer.processing_class,
+            self.settings.mlm_mask_rate,
+            self.mask_generator,
+            self.settings.mlm_hide_masked_tokens,
+        )
+        return core.mlm_loss(masked_ids.to(device), attention.to(device), labels.to(device))
+
+    # -- helpers -------------------------------------------------------------------------------------------------
+
+    def _normalize_prior(self, mass: torch.Tensor) -> torch.Tensor:
+        prior = mass.double() / mass.sum().clamp(min=1e-300)
+        return prior.clamp(min=self.settings.prior_floor).float()
+
+    def _bernoulli(self, shape, device) -> torch.Tensor:
+        draws = torch.rand(shape, generator=self.sampling_generator)
+        return (draws < self.settings.knn_o_keep_rate).to(device)
+
+    def _add_to_bank(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        self.bank_features.append(features.float().cpu())
+        self.bank_label_list.append(labels.cpu())
+
+    def _reset_epoch_accumulators(self) -> None:
+        num_labels = self.store.num_labels
+        self.prior_sum = torch.zeros(num_labels, dtype=torch.float64)
+        self.proto_sums = torch.zeros(num_labels, dtype=torch.float64)
+        self.proto_counts = torch.zeros(num_labels, dtype=torch.float64)
+        self.neighbour_sums = torch.zeros(num_labels, dtype=torch.float64)
+        self.neighbour_counts = torch.zeros(num_labels, dtype=torch.float64)
+        self.bank_features: list[torch.Tensor] = []
+        self.bank_label_list: list[torch.Tensor] = []
+
+    # -- state ---------------------------------------------------------------------------------------------------
+
+    def state_dict(self):
+        empty = torch.zeros(0, self.bank.size(1) if self.bank.dim() == 2 else 0)
+        return {
+            "store": self.store.state_dict(),
+            "target_prior": self.target_prior,
+            "proto_margins": self.proto_margins,
+            "neighbour_margins": self.neighbour_margins,
+            "bank": self.bank,
+            "bank_labels": self.bank_labels,
+            "epoch_bank": torch.cat(self.bank_features) if self.bank_features else empty,
+            "epoch_bank_labels": torch.cat(self.bank_label_list)
+            if self.bank_label_list
+            else torch.zeros(0, dtype=torch.long),
+            "prior_sum": self.prior_sum,
+            "proto_sums": self.proto_sums,
+            "proto_counts": self.proto_counts,
+            "neighbour_sums": self.neighbour_sums,
+            "neighbour_counts": self.neighbour_counts,
+            "generators": [
+                g.get_state() for g in (self.estimator_generator, self.sampling_generator, self.mask_generator)
+            ],
+            "epoch": torch.tensor(self.epoch),
+            "finished_epoch": torch.tensor(self.finished_epoch),
+            "history": json.dumps(self.history),
+        }
+
+    def load_state_dict(self, state):
+        self.store = PseudoLabelStore.from_state_dict(state["store"])
+        for name in (
+            "target_prior",
+            "proto_margins",
+            "neighbour_margins",
+            "bank",
+            "bank_labels",
+            "prior_sum",
+            "proto_sums",
+            "proto_counts",
+            "neighbour_sums",
+            "neighbour_counts",
+        ):
+            setattr(self, name, state[name])
+        self.bank_features = [state["epoch_bank"]] if len(state["epoch_bank"]) else []
+        self.bank_label_list = [state["epoch_bank_labels"]] if len(state["epoch_bank_labels"]) else []
+        for generator, generator_state in zip(
+            (self.estimator_generator, self.sampling_generator, self.mask_generator), state["generators"]
+        ):
+            generator.set_state(generator_state)
+        self.epoch, self.finished_epoch = int(state["epoch"]), int(state["finished_epoch"])
+        self.history = json.loads(state["history"])
+
+
+def with_length_column(dataset, column: str):
+    """Adds the number of words of each sentence as `column` (for `--train_sampling_strategy group_by_length`)."""
+    if column in dataset.column_names:
+        return dataset
+    return dataset.add_column(column, [len(tokens) for tokens in dataset["tokens"]])
+
+
 def _unwrap(model):
     return getattr(model, "module", model)
 
@@ -282,6 +987,8 @@ class MaralTrainer(Trainer):
         data_collator = data_collator or MaralDataCollator(
             processing_class, config.max_span_width, config.max_seq_length
         )
+        if train_dataset is not None and args.train_sampling_strategy == "group_by_length":
+            train_dataset = with_length_column(train_dataset, args.length_column_name)
         super().__init__(
             model=model,
             args=args,
@@ -390,3 +1097,229 @@ class MaralTrainer(Trainer):
         self.objective.load_state_dict(state["objective_state"])
         if self.target_stream is not None and state["target_stream"] is not None:
             self.target_stream.load_state_dict(state["target_stream"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Teacher -> student self-training rounds
+# ---------------------------------------------------------------------------------------------------------------
+
+STAGE_MARKER = "stage.json"
+PSEUDO_LABEL_FILE = "pseudo_labels.pt"
+SELF_TRAINING_LOG = "self_training_log.jsonl"
+
+
+def gold_spans_by_sentence(dataset) -> dict[int, list[tuple[int, int, int]]] | None:
+    """`{sentence_id: [(start, end, label)]}` from a target dataset's `gold_spans` column (diagnostics only)."""
+    if "gold_spans" not in dataset.column_names:
+        return None
+    return {
+        row["sentence_id"]: [(span["start"], span["end"], span["label"]) for span in row["gold_spans"]]
+        for row in dataset.select_columns(["sentence_id", "gold_spans"])
+    }
+
+
+def evaluate_datasets(model, datasets: dict[str, Any], prefix: str, batch_size: int, decoding: str | None):
+    """Flat span-F1/seqeval metrics of `model` on named datasets, keys `<prefix>_<name>_...`."""
+    metrics: dict[str, float] = {}
+    for name, dataset in datasets.items():
+        scores, _ = evaluate_model(model, dataset, batch_size, decoding=decoding)
+        metrics.update(flatten_metrics(scores, f"{prefix}_{name}"))
+    return metrics
+
+
+class SelfTrainingPipeline:
+    """Teacher -> student self-training (§1, §5, §6 of the method notes), one folder per stage.
+
+    `args.output_dir` receives `teacher/` (model, `pseudo_labels.pt`, `stage.json`), `rounds/round_<r>/` (the
+    round's student, the pseudo-labels it gives the next round, `stage.json`) and `self_training_log.jsonl`. A stage
+    is built in `<folder>.partial` and renamed when complete, so an interrupted stage never looks finished and a
+    rerun skips the finished ones (with `--resume_from_checkpoint`, the unfinished stage resumes from its last
+    checkpoint).
+
+    Args:
+        args: `MaralTrainingArguments` (`method="maral"`).
+        build_model: `build_model(path)` returns a fresh model on the base encoder (`path=None`) or loads the model
+            saved at `path`, with the run's settings (frozen embeddings etc.).
+        source_train: labelled source dataset.
+        target_dataset: unlabelled target dataset (its `gold_spans`, if any, only feed the oracle diagnostics).
+        source_class_counts: span counts per class of `source_train` (source priors).
+        class_weights: source span class weights.
+        eval_datasets: datasets evaluated during training (`source_dev` selects the teacher epoch).
+        report_datasets: datasets scored after every stage (per-round metrics).
+    """
+
+    def __init__(
+        self,
+        args: MaralTrainingArguments,
+        build_model,
+        source_train,
+        target_dataset,
+        source_class_counts: np.ndarray,
+        class_weights: torch.Tensor | None,
+        eval_datasets: dict[str, Any] | None = None,
+        report_datasets: dict[str, Any] | None = None,
+    ) -> None:
+        if target_dataset is None:
+            raise ValueError("--method maral needs --target_unlabeled_file (the target-language text).")
+        self.args = args
+        self.build_model = build_model
+        self.source_train = source_train
+        self.target_dataset = target_dataset
+        self.source_class_counts = source_class_counts
+        self.class_weights = class_weights
+        self.eval_datasets = eval_datasets or {}
+        self.report_datasets = report_datasets or self.eval_datasets
+        self.output_dir = Path(args.output_dir)
+        self.gold = gold_spans_by_sentence(target_dataset)
+
+    def run(self):
+        """Trains the teacher (or loads `--teacher_checkpoint`) and every round; returns the last student and the
+        per-stage metrics."""
+        results: dict[str, float] = {}
+        teacher_dir = self._run_stage("teacher", self._teacher_stage)
+        results.update(self._stage_metrics(teacher_dir))
+        labels_dir = teacher_dir
+        for round_index in range(1, self.args.self_training_rounds + 1):
+            round_dir = self._run_stage(
+                f"rounds/round_{round_index}",
+                lambda stage_dir, resume, r=round_index, source=labels_dir: self._student_stage(
+                    stage_dir, resume, r, teacher_dir, source
+                ),
+            )
+            results.update(self._stage_metrics(round_dir))
+            labels_dir = round_dir
+        self._write_log()
+        return self.build_model(str(labels_dir)), results
+
+    # -- stages --------------------------------------------------------------------------------------------------
+
+    def _run_stage(self, relative: str, train) -> Path:
+        final = self.output_dir / relative
+        if (final / STAGE_MARKER).is_file():
+            logger.info("Stage %s is finished (%s): skipping it.", relative, final)
+            return final
+        partial = final.with_name(final.name + ".partial")
+        resume = bool(self.args.resume_from_checkpoint) and partial.is_dir()
+        if partial.exists() and not resume:
+            shutil.rmtree(partial)
+        partial.mkdir(parents=True, exist_ok=True)
+        logger.info("Stage %s: training in %s", relative, partial)
+        metrics = train(partial, resume)
+        for checkpoint in partial.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+            shutil.rmtree(checkpoint)
+        (partial / STAGE_MARKER).write_text(json.dumps({"stage": relative, "metrics": metrics}, indent=2) + "\n")
+        if final.exists():
+            shutil.rmtree(final)  # an unfinished leftover of an earlier run (no stage marker)
+        os.replace(partial, final)
+        return final
+
+    def _teacher_stage(self, stage_dir: Path, resume: bool) -> dict[str, float]:
+        args = self.args
+        if args.teacher_checkpoint:
+            teacher = self.build_model(args.teacher_checkpoint)
+            logger.info("Using the trained teacher %s.", args.teacher_checkpoint)
+        else:
+            select = args.teacher_selection == "source_dev" and "source_dev" in self.eval_datasets
+            if args.teacher_selection == "source_dev" and not select:
+                logger.warning("--teacher_selection source_dev needs --source_validation_file: using the last epoch.")
+            stage_args = replace(
+                args,
+                output_dir=str(stage_dir),
+                num_train_epochs=args.teacher_epochs or args.num_train_epochs,
+                eval_strategy="epoch" if select else "no",
+                save_strategy="epoch" if select else "no",
+                load_best_model_at_end=select,
+                metric_for_best_model="eval_source_dev_span_f1" if select else None,
+                greater_is_better=True if select else None,
+                save_total_limit=1 if select else None,
+            )
+            teacher = self.build_model(None)
+            trainer = MaralTrainer(
+                model=teacher,
+                args=stage_args,
+                train_dataset=self.source_train,
+                eval_dataset={"source_dev": self.eval_datasets["source_dev"]} if select else None,
+                target_dataset=self.target_dataset,
+                class_weights=self.class_weights,
+                processing_class=teacher.tokenizer,
+            )
+            trainer.train(resume_from_checkpoint=self._last_checkpoint(stage_dir, resume))
+            teacher = trainer.model
+        teacher.save_pretrained(stage_dir)
+        store = self._label_target(teacher, stage_dir)
+        metrics = self._report(teacher, "teacher")
+        if self.gold is not None:
+            oracle = store.oracle_metrics(self.gold, args.pseudo_label_pruning)
+            metrics["teacher_pseudo_label_oracle_f1"] = oracle["f1"]
+            self._append_log(stage_dir, [{"stage": "teacher", "pseudo_label_oracle": oracle}])
+        return metrics
+
+    def _student_stage(
+        self, stage_dir: Path, resume: bool, round_index: int, teacher_dir: Path, labels_dir: Path
+    ) -> dict[str, float]:
+        args = self.args
+        student = self.build_model(str(teacher_dir) if args.student_init == "teacher" else None)
+        objective = MaralObjective(
+            PseudoLabelStore.load(labels_dir / PSEUDO_LABEL_FILE),
+            self.source_class_counts,
+            self.class_weights,
+            settings=args,
+            num_epochs=math.ceil(args.num_train_epochs),
+            seed=args.seed + round_index,
+            gold_by_sentence=self.gold,
+        )
+        trainer = MaralTrainer(
+            model=student,
+            args=replace(args, output_dir=str(stage_dir)),
+            train_dataset=self.source_train,
+            eval_dataset=self.eval_datasets or None,
+            target_dataset=self.target_dataset,
+            objective=objective,
+            class_weights=self.class_weights,
+            processing_class=student.tokenizer,
+        )
+        trainer.train(resume_from_checkpoint=self._last_checkpoint(stage_dir, resume))
+        student = trainer.model
+        student.save_pretrained(stage_dir)
+        self._label_target(student, stage_dir)
+        self._append_log(stage_dir, [{"stage": f"round_{round_index}", **record} for record in objective.history])
+        return self._report(student, f"round_{round_index}")
+
+    # -- helpers -------------------------------------------------------------------------------------------------
+
+    def _label_target(self, model, stage_dir: Path) -> PseudoLabelStore:
+        store = generate_pseudo_labels(
+            model, self.target_dataset, self.args.per_device_eval_batch_size, self.args.pseudo_label_pruning
+        )
+        store.save(stage_dir / PSEUDO_LABEL_FILE)
+        logger.info("Pseudo-labelled %d target spans (%.1f MB).", len(store), store.nbytes() / 2**20)
+        return store
+
+    def _report(self, model, prefix: str) -> dict[str, float]:
+        return evaluate_datasets(
+            model, self.report_datasets, prefix, self.args.per_device_eval_batch_size, self.args.eval_decoding
+        )
+
+    @staticmethod
+    def _last_checkpoint(stage_dir: Path, resume: bool) -> str | None:
+        return get_last_checkpoint(str(stage_dir)) if resume else None
+
+    @staticmethod
+    def _stage_metrics(stage_dir: Path) -> dict[str, float]:
+        return json.loads((stage_dir / STAGE_MARKER).read_text())["metrics"]
+
+    @staticmethod
+    def _append_log(stage_dir: Path, records: list[dict[str, Any]]) -> None:
+        with (stage_dir / SELF_TRAINING_LOG).open("a", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record) + "\n")
+
+    def _write_log(self) -> None:
+        """Concatenates the stages' logs into `<output_dir>/self_training_log.jsonl`."""
+        stage_logs = [self.output_dir / "teacher" / SELF_TRAINING_LOG]
+        stage_logs += sorted(
+            (self.output_dir / "rounds").glob(f"round_*/{SELF_TRAINING_LOG}"),
+            key=lambda path: int(path.parent.name.split("_")[1]),
+        )
+        lines = [line for path in stage_logs if path.is_file() for line in path.read_text().splitlines()]
+        (self.output_dir / SELF_TRAINING_LOG).write_text("".join(line + "\n" for line in lines))
