@@ -46,7 +46,7 @@ from modeling_maral import (
 logger = logging.getLogger(__name__)
 
 TRAINER_STATE_FILE = "maral_trainer_state.pt"
-METHODS = ("source_only", "maral")
+METHODS = ("source_only", "self_training", "maral")
 
 
 def _help(text: str) -> dict[str, str]:
@@ -585,6 +585,18 @@ def knn_label_counts(queries: torch.Tensor, bank: torch.Tensor, bank_labels: tor
     return F.one_hot(bank_labels[neighbours], num_labels).sum(1).to(queries.dtype)
 
 
+def soft_cross_entropy(logits: torch.Tensor, soft_labels: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of `-Σ_c q_c log softmax(logits)_c` (0, not NaN, for no rows).
+
+    Example:
+        >>> soft_cross_entropy(torch.zeros(1, 2), torch.tensor([[1.0, 0.0]])).item()  # -log(1/2)
+        0.6931471824645996
+    """
+    if len(logits) == 0:
+        return logits.sum() * 0.0
+    return -(soft_labels * logits.log_softmax(-1)).sum(-1).mean()
+
+
 def target_span_loss(
     adjusted_logits: torch.Tensor,
     soft_labels: torch.Tensor,
@@ -592,7 +604,7 @@ def target_span_loss(
     filtered: torch.Tensor,
     loss_input: str = "probs",
 ) -> torch.Tensor:
-    """Target loss of §6.5 on selected spans.
+    """Target loss of §6.5: soft cross-entropy on the selected spans, towards `O` for the filtered ones.
 
     Args:
         adjusted_logits: `(M, C)` prior-adjusted vMF logits.
@@ -602,14 +614,14 @@ def target_span_loss(
         loss_input: `"probs"` applies log-softmax to the *probabilities* (the reference code's double softmax, a
             weak, noise-robust signal); `"logits"` is plain soft cross-entropy.
     """
-    selected = kept.sum() + filtered.sum()
-    if selected == 0:
-        return adjusted_logits.sum() * 0.0
+    targets = torch.where(
+        filtered.unsqueeze(1),
+        F.one_hot(torch.zeros_like(filtered, dtype=torch.long), soft_labels.size(1)).to(soft_labels),
+        soft_labels,
+    )
+    selected = kept | filtered
     scores = adjusted_logits.softmax(-1) if loss_input == "probs" else adjusted_logits
-    log_probs = scores.log_softmax(-1)
-    kept_term = -(soft_labels[kept] * log_probs[kept]).sum()
-    filtered_term = -log_probs[filtered, 0].sum()
-    return (kept_term + filtered_term) / selected
+    return soft_cross_entropy(scores[selected], targets[selected])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -617,7 +629,105 @@ def target_span_loss(
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class MaralObjective(TrainingObjective):
+class PseudoLabelObjective(TrainingObjective):
+    """Shared part of the student objectives that train on a `PseudoLabelStore`: the store, the target-batch row
+    lookup, once-per-epoch hook guards (a resumed epoch is not started twice), per-epoch history and state.
+
+    Args:
+        store: the target pseudo-labels.
+        class_weights: `(C,)` source span class weights.
+        pruning: overlap pruning used to decode pseudo-labels (oracle diagnostics).
+        gold_by_sentence: optional gold spans of the target text, for the oracle diagnostics only.
+    """
+
+    def __init__(
+        self,
+        store: PseudoLabelStore,
+        class_weights: torch.Tensor | None,
+        pruning: str,
+        gold_by_sentence: dict[int, list[tuple[int, int, int]]] | None = None,
+    ) -> None:
+        self.store = store
+        self.class_weights = class_weights
+        self.pruning = pruning
+        self.gold_by_sentence = gold_by_sentence
+        self.epoch = -1
+        self.finished_epoch = -1
+        self.history: list[dict[str, Any]] = []
+
+    def on_epoch_begin(self, trainer, epoch):
+        if epoch > self.epoch:  # not when resuming inside an epoch whose start-of-epoch work is done
+            self.epoch = epoch
+            self.start_epoch(trainer, epoch)
+
+    def on_epoch_end(self, trainer, epoch):
+        if epoch > self.finished_epoch:
+            self.finished_epoch = epoch
+            self.end_epoch(trainer, epoch)
+            record = {"epoch": epoch, **self.diagnostics(trainer)}
+            record["visited_fraction"] = float(self.store.visited.float().mean())
+            if self.gold_by_sentence is not None:
+                record["pseudo_label_oracle"] = self.store.oracle_metrics(self.gold_by_sentence, self.pruning)
+            self.history.append(record)
+
+    def start_epoch(self, trainer, epoch: int) -> None:
+        """Start-of-epoch work (called once per epoch)."""
+
+    def end_epoch(self, trainer, epoch: int) -> None:
+        """End-of-epoch work (called once per epoch, before the diagnostics)."""
+
+    def diagnostics(self, trainer) -> dict[str, Any]:
+        """Objective-specific entries of the per-epoch record."""
+        return {}
+
+    def target_forward(self, model, batch: dict[str, torch.Tensor], device, return_projections: bool = True):
+        """Scores a target batch and looks up its pseudo-label rows (marking them visited).
+
+        Returns:
+            `(output, span_mask, rows)` with `rows` the store rows of the batch's real spans, in mask order.
+        """
+        batch = {key: value.to(device) for key, value in batch.items()}
+        output = model(**model_inputs(batch), return_projections=return_projections)
+        mask = batch["span_mask"]
+        rows = self.store.batch_rows(batch["sentence_ids"], mask)[mask.cpu()]
+        self.store.visited[rows] = True
+        return output, mask, rows
+
+    def state_dict(self):
+        return {
+            "store": self.store.state_dict(),
+            "epoch": torch.tensor(self.epoch),
+            "finished_epoch": torch.tensor(self.finished_epoch),
+            "history": json.dumps(self.history),
+        }
+
+    def load_state_dict(self, state):
+        self.store = PseudoLabelStore.from_state_dict(state["store"])
+        self.epoch, self.finished_epoch = int(state["epoch"]), int(state["finished_epoch"])
+        self.history = json.loads(state["history"])
+
+
+class SelfTrainingObjective(PseudoLabelObjective):
+    """Plain self-training baseline (ContProto's "w/o proto & cl"): the teacher's soft pseudo-labels stay fixed;
+    the student's MLP classifier is trained on source class-weighted CE + soft CE on every target span.
+    No contrastive head, no anchor selection, no refinement.
+    """
+
+    name = "self_training"
+
+    def compute_loss(self, trainer, model, inputs):
+        output = model(**model_inputs(inputs), return_projections=False)
+        source_loss = span_cross_entropy(output.logits, inputs["labels"], inputs["span_mask"], self.class_weights)
+        device = trainer.args.device
+        target_batch = trainer.target_stream.next_batch()
+        target_output, mask, rows = self.target_forward(model, target_batch, device, return_projections=False)
+        soft_labels = self.store.probabilities[rows].to(device)
+        target_loss = soft_cross_entropy(target_output.logits[mask].float(), soft_labels)
+        loss = source_loss + target_loss
+        return loss, {"source_loss": source_loss.item(), "target_loss": target_loss.item()}
+
+
+class MaralObjective(PseudoLabelObjective):
     """MARAL's student stage (§6): vMF head with prior-adjusted logits on source gold and target pseudo-labels,
     progressive adaptation (GMM anchors, prototype and neighbour margins, EMA refinement) and target MLM.
 
@@ -643,11 +753,9 @@ class MaralObjective(TrainingObjective):
         seed: int = 0,
         gold_by_sentence: dict[int, list[tuple[int, int, int]]] | None = None,
     ) -> None:
-        self.store = store
+        super().__init__(store, class_weights, settings.pseudo_label_pruning, gold_by_sentence)
         self.settings = settings
         self.num_epochs = num_epochs
-        self.class_weights = class_weights
-        self.gold_by_sentence = gold_by_sentence
         self.source_tau = max(settings.tau, settings.ul_tau)
         num_labels = store.num_labels
         self.source_log_prior = torch.log(
@@ -661,9 +769,6 @@ class MaralObjective(TrainingObjective):
         self.estimator_generator = torch.Generator().manual_seed(seed)
         self.sampling_generator = torch.Generator().manual_seed(seed + 1)
         self.mask_generator = torch.Generator().manual_seed(seed + 2)
-        self.epoch = -1
-        self.finished_epoch = -1
-        self.history: list[dict[str, Any]] = []
         self._reset_epoch_accumulators()
 
     # -- epoch hooks ---------------------------------------------------------------------------------------------
@@ -675,10 +780,7 @@ class MaralObjective(TrainingObjective):
             model.reset_vmf_estimator(0, self.estimator_generator)
             model.reset_vmf_estimator(1, self.estimator_generator)
 
-    def on_epoch_begin(self, trainer, epoch):
-        if epoch <= self.epoch:
-            return  # resumed inside this epoch: its start-of-epoch work is already done
-        self.epoch = epoch
+    def start_epoch(self, trainer, epoch):
         _unwrap(trainer.model).rotate_vmf_estimators(self.estimator_generator)
         if epoch > self.settings.update_soft_start:
             self.store.reliable = select_reliable_spans(
@@ -686,10 +788,7 @@ class MaralObjective(TrainingObjective):
             )
         self._reset_epoch_accumulators()
 
-    def on_epoch_end(self, trainer, epoch):
-        if epoch <= self.finished_epoch:
-            return
-        self.finished_epoch = epoch
+    def end_epoch(self, trainer, epoch):
         if self.prior_sum.sum() > 0:
             self.target_prior = self._normalize_prior(self.prior_sum)
         if epoch >= self.settings.update_soft_start:
@@ -698,14 +797,11 @@ class MaralObjective(TrainingObjective):
         self.bank_labels = torch.cat(self.bank_label_list) if self.bank_label_list else self.bank_labels
         if epoch >= self.settings.update_soft_start and self.neighbour_counts.sum() > 0:
             self.neighbour_margins = class_margins(self.neighbour_sums, self.neighbour_counts).float()
-        self.history.append(self.diagnostics(trainer, epoch))
 
-    def diagnostics(self, trainer, epoch: int) -> dict[str, Any]:
-        """Per-epoch record for `self_training_log.jsonl`."""
+    def diagnostics(self, trainer) -> dict[str, Any]:
         labels = _unwrap(trainer.model).config.labels
         hard = self.store.probabilities.argmax(1)
-        record = {
-            "epoch": epoch,
+        return {
             "target_prior": dict(zip(labels, self.target_prior.tolist())),
             "proto_margins": dict(zip(labels, self.proto_margins.tolist())),
             "neighbour_margins": dict(zip(labels, self.neighbour_margins.tolist())),
@@ -713,14 +809,8 @@ class MaralObjective(TrainingObjective):
                 label: float(self.store.reliable[hard == index].float().mean()) if (hard == index).any() else None
                 for index, label in enumerate(labels)
             },
-            "visited_fraction": float(self.store.visited.float().mean()),
             "bank_size": len(self.bank),
         }
-        if self.gold_by_sentence is not None:
-            record["pseudo_label_oracle"] = self.store.oracle_metrics(
-                self.gold_by_sentence, self.settings.pseudo_label_pruning
-            )
-        return record
 
     # -- the step ------------------------------------------------------------------------------------------------
 
@@ -752,12 +842,8 @@ class MaralObjective(TrainingObjective):
         return loss, (output.projections[keep].detach(), labels[keep])
 
     def _target_step(self, core, model, batch, device):
+        output, mask, real_rows = self.target_forward(model, batch, device)
         batch = {key: value.to(device) for key, value in batch.items()}
-        output = model(**model_inputs(batch))
-        mask = batch["span_mask"]
-        rows = self.store.batch_rows(batch["sentence_ids"], mask)
-        real_rows = rows[mask.cpu()]
-        self.store.visited[real_rows] = True
         soft = self.store.probabilities[real_rows].to(device)
         hard = soft.argmax(1)
         projections = output.projections[mask]
@@ -868,55 +954,41 @@ class MaralObjective(TrainingObjective):
 
     # -- state ---------------------------------------------------------------------------------------------------
 
+    STATE_TENSORS = (
+        "target_prior",
+        "proto_margins",
+        "neighbour_margins",
+        "bank",
+        "bank_labels",
+        "prior_sum",
+        "proto_sums",
+        "proto_counts",
+        "neighbour_sums",
+        "neighbour_counts",
+    )
+
+    def _generators(self) -> tuple[torch.Generator, ...]:
+        return self.estimator_generator, self.sampling_generator, self.mask_generator
+
     def state_dict(self):
-        empty = torch.zeros(0, self.bank.size(1) if self.bank.dim() == 2 else 0)
+        bank_features = torch.cat(self.bank_features) if self.bank_features else torch.zeros(0, 0)
+        bank_labels = torch.cat(self.bank_label_list) if self.bank_label_list else torch.zeros(0, dtype=torch.long)
         return {
-            "store": self.store.state_dict(),
-            "target_prior": self.target_prior,
-            "proto_margins": self.proto_margins,
-            "neighbour_margins": self.neighbour_margins,
-            "bank": self.bank,
-            "bank_labels": self.bank_labels,
-            "epoch_bank": torch.cat(self.bank_features) if self.bank_features else empty,
-            "epoch_bank_labels": torch.cat(self.bank_label_list)
-            if self.bank_label_list
-            else torch.zeros(0, dtype=torch.long),
-            "prior_sum": self.prior_sum,
-            "proto_sums": self.proto_sums,
-            "proto_counts": self.proto_counts,
-            "neighbour_sums": self.neighbour_sums,
-            "neighbour_counts": self.neighbour_counts,
-            "generators": [
-                g.get_state() for g in (self.estimator_generator, self.sampling_generator, self.mask_generator)
-            ],
-            "epoch": torch.tensor(self.epoch),
-            "finished_epoch": torch.tensor(self.finished_epoch),
-            "history": json.dumps(self.history),
+            **super().state_dict(),
+            **{name: getattr(self, name) for name in self.STATE_TENSORS},
+            "epoch_bank": bank_features,
+            "epoch_bank_labels": bank_labels,
+            "generators": [generator.get_state() for generator in self._generators()],
         }
 
     def load_state_dict(self, state):
-        self.store = PseudoLabelStore.from_state_dict(state["store"])
-        for name in (
-            "target_prior",
-            "proto_margins",
-            "neighbour_margins",
-            "bank",
-            "bank_labels",
-            "prior_sum",
-            "proto_sums",
-            "proto_counts",
-            "neighbour_sums",
-            "neighbour_counts",
-        ):
+        super().load_state_dict(state)
+        for name in self.STATE_TENSORS:
             setattr(self, name, state[name])
         self.bank_features = [state["epoch_bank"]] if len(state["epoch_bank"]) else []
         self.bank_label_list = [state["epoch_bank_labels"]] if len(state["epoch_bank_labels"]) else []
-        for generator, generator_state in zip(
-            (self.estimator_generator, self.sampling_generator, self.mask_generator), state["generators"]
-        ):
+        for generator, generator_state in zip(self._generators(), state["generators"]):
             generator.set_state(generator_state)
-        self.epoch, self.finished_epoch = int(state["epoch"]), int(state["finished_epoch"])
-        self.history = json.loads(state["history"])
 
 
 def with_length_column(dataset, column: str):
@@ -1259,15 +1331,7 @@ class SelfTrainingPipeline:
     ) -> dict[str, float]:
         args = self.args
         student = self.build_model(str(teacher_dir) if args.student_init == "teacher" else None)
-        objective = MaralObjective(
-            PseudoLabelStore.load(labels_dir / PSEUDO_LABEL_FILE),
-            self.source_class_counts,
-            self.class_weights,
-            settings=args,
-            num_epochs=math.ceil(args.num_train_epochs),
-            seed=args.seed + round_index,
-            gold_by_sentence=self.gold,
-        )
+        objective = self._student_objective(PseudoLabelStore.load(labels_dir / PSEUDO_LABEL_FILE), round_index)
         trainer = MaralTrainer(
             model=student,
             args=replace(args, output_dir=str(stage_dir)),
@@ -1286,6 +1350,20 @@ class SelfTrainingPipeline:
         return self._report(student, f"round_{round_index}")
 
     # -- helpers -------------------------------------------------------------------------------------------------
+
+    def _student_objective(self, store: PseudoLabelStore, round_index: int) -> PseudoLabelObjective:
+        """The objective of `--method`: `maral` or the plain `self_training` baseline."""
+        if self.args.method == "self_training":
+            return SelfTrainingObjective(store, self.class_weights, self.args.pseudo_label_pruning, self.gold)
+        return MaralObjective(
+            store,
+            self.source_class_counts,
+            self.class_weights,
+            settings=self.args,
+            num_epochs=math.ceil(self.args.num_train_epochs),
+            seed=self.args.seed + round_index,
+            gold_by_sentence=self.gold,
+        )
 
     def _label_target(self, model, stage_dir: Path) -> PseudoLabelStore:
         store = generate_pseudo_labels(

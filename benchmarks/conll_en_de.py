@@ -2,12 +2,16 @@
 """CoNLL-03 English -> German benchmark: one method, a fixed sample, a fixed budget; prints a table and writes
 `benchmarks/results/conll_en_de_<method>.json`.
 
-The sample is the same for every method: the first 3,000 English training sentences, the first 1,000 English dev
-sentences (model selection / source F1), the first 3,000 German training sentences as unlabeled target text and the
-full German test set (`-DOCSTART-` lines dropped everywhere). Encoder: the offline multilingual-e5-small
-(`make encoder`).
+The sample is the same for every method: the first 2,000 English training sentences, the first 1,000 English dev
+sentences (source F1), the first 2,000 German training sentences as unlabeled target text and the full German test
+set (`-DOCSTART-` lines dropped everywhere). Encoder: the offline multilingual-e5-small (`make encoder`), word
+embeddings frozen. Budget: the teacher (= `source_only`) trains 2 epochs; the students of `self_training` and
+`maral` train 3 epochs on top of that same teacher, which they load from the `source_only` run's output
+(`--teacher_checkpoint`), so every method shares one teacher.
 
     python benchmarks/conll_en_de.py --method source_only
+    python benchmarks/conll_en_de.py --method maral          # needs the source_only run's model
+    python benchmarks/conll_en_de.py --method self_training
 """
 
 from __future__ import annotations
@@ -28,9 +32,10 @@ from trainer_maral import METHODS  # noqa: E402
 
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "conll03_en_de"
 DEFAULT_ENCODER = REPO_ROOT / ".cache" / "encoders" / "multilingual-e5-small"
-SAMPLE = {"max_train_samples": 3000, "max_eval_samples": 1000, "max_unlabeled_samples": 3000}
+SAMPLE = {"max_train_samples": 2000, "max_eval_samples": 1000, "max_unlabeled_samples": 2000}
+TEACHER_EPOCHS = 2
+STUDENT_EPOCHS = 3
 BUDGET = {
-    "num_train_epochs": 3,
     "learning_rate": 5e-5,
     "warmup_steps": 0.1,
     "weight_decay": 0.01,
@@ -57,10 +62,18 @@ def build_argv(method: str, data_dir: Path, encoder: Path, output_dir: Path) -> 
         "eval_strategy": "no",
         "save_strategy": "no",
         "logging_steps": 50,
+        "train_sampling_strategy": "group_by_length",
         "report_to": "none",
         **SAMPLE,
         **BUDGET,
     }
+    if method == "source_only":
+        settings["num_train_epochs"] = TEACHER_EPOCHS
+    else:
+        teacher = output_dir.parent / "conll_en_de_source_only"
+        if not (teacher / "config.json").is_file():
+            sys.exit(f"No teacher at {teacher}: run `--method source_only` first.")
+        settings.update(num_train_epochs=STUDENT_EPOCHS, teacher_checkpoint=str(teacher))
     flags = [f"--{key}={value}" for key, value in settings.items()]
     return [
         *flags,
@@ -73,9 +86,23 @@ def build_argv(method: str, data_dir: Path, encoder: Path, output_dir: Path) -> 
     ]
 
 
-def summarize(method: str, results: dict[str, float], wall_seconds: float, argv: list[str]) -> dict:
+def pseudo_label_oracle(output_dir: Path) -> list[dict]:
+    """Per-stage/epoch oracle F1 of the pseudo-labels against the German gold (diagnostics only)."""
+    log = output_dir / "self_training_log.jsonl"
+    if not log.is_file():
+        return []
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    return [
+        {"stage": record["stage"], "epoch": record.get("epoch"), "f1": record["pseudo_label_oracle"]["f1"]}
+        for record in records
+        if "pseudo_label_oracle" in record
+    ]
+
+
+def summarize(method: str, results: dict[str, float], wall_seconds: float, argv: list[str], output_dir: Path) -> dict:
     """The result record written to `benchmarks/results/`."""
     return {
+        "pseudo_label_oracle_f1": pseudo_label_oracle(output_dir),
         "method": method,
         "target_test_span_f1": results["predict_target_test_span_f1"],
         "target_test_seqeval_f1": results["predict_target_test_seqeval_f1"],
@@ -119,10 +146,11 @@ def main() -> None:
     args = parser.parse_args()
     if not (args.encoder / "config.json").is_file():
         sys.exit(f"No encoder at {args.encoder}: run `make encoder` first.")
-    argv = build_argv(args.method, args.data_dir, args.encoder, args.output_dir / f"conll_en_de_{args.method}")
+    output_dir = args.output_dir / f"conll_en_de_{args.method}"
+    argv = build_argv(args.method, args.data_dir, args.encoder, output_dir)
     start = time.perf_counter()
     results = run_xner.main(argv)
-    record = summarize(args.method, results, time.perf_counter() - start, argv)
+    record = summarize(args.method, results, time.perf_counter() - start, argv, output_dir)
     args.results_dir.mkdir(parents=True, exist_ok=True)
     result_file = args.results_dir / f"conll_en_de_{args.method}.json"
     result_file.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
