@@ -517,9 +517,20 @@ def test_save_and_load_round_trip(tiny_model, tmp_path):
 
 REMOTE_CODE_SCRIPT = textwrap.dedent(
     """
-    import json, os, sys
+    import importlib.abc, json, os, sys
     repo_root = os.path.realpath(sys.argv[1])
     sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.getcwd()) != repo_root]
+
+    # Simulates a machine without maral-xner (the venv may hold a non-editable install of it).
+    PROJECT_MODULES = ("modeling_maral", "trainer_maral", "evaluation_maral", "run_xner", "data_loading")
+
+    class ProjectBlocker(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in PROJECT_MODULES:
+                raise ImportError(name + " is not installed here")
+            return None
+
+    sys.meta_path.insert(0, ProjectBlocker())
     try:
         import modeling_maral  # noqa: F401
     except ImportError:
