@@ -250,6 +250,9 @@ class TrainingObjective:
     def on_epoch_end(self, trainer: MaralTrainer, epoch: int) -> None:
         """Called at the end of every epoch."""
 
+    def on_train_end(self, trainer: MaralTrainer) -> None:
+        """Called once after the last step."""
+
     def compute_loss(
         self, trainer: MaralTrainer, model, inputs: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -657,8 +660,18 @@ class PseudoLabelObjective(TrainingObjective):
 
     def on_epoch_begin(self, trainer, epoch):
         if epoch > self.epoch:  # not when resuming inside an epoch whose start-of-epoch work is done
+            self._finish_pending_epoch(trainer)
             self.epoch = epoch
             self.start_epoch(trainer, epoch)
+
+    def on_train_end(self, trainer):
+        self._finish_pending_epoch(trainer)
+
+    def _finish_pending_epoch(self, trainer) -> None:
+        """After resuming from a checkpoint saved at the last step of an epoch (`Trainer` saves step checkpoints
+        before the epoch-end callbacks), that epoch's end-of-epoch work is still to do."""
+        if self.finished_epoch < self.epoch:
+            self.on_epoch_end(trainer, self.epoch)
 
     def on_epoch_end(self, trainer, epoch):
         if epoch > self.finished_epoch:
@@ -1016,6 +1029,9 @@ class ObjectiveCallback(TrainerCallback):
 
     def on_epoch_end(self, args, state, control, **kwargs):
         self.trainer.objective.on_epoch_end(self.trainer, int(round(state.epoch or 0)) - 1)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.trainer.objective.on_train_end(self.trainer)
 
 
 class MaralTrainer(Trainer):
