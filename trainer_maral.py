@@ -136,6 +136,9 @@ class MaralTrainingArguments(TrainingArguments, MaralSettings):
         teacher_checkpoint: a trained teacher (MARAL model directory) to use instead of training one.
         student_init: `base` (a fresh encoder, as in the paper) or `teacher` (start from the teacher's weights).
         self_training_rounds: student rounds; round r's student labels the target text for round r + 1.
+        head_learning_rate: learning rate of every parameter outside the pretrained encoder (span representation
+            embeddings, span classifier, projection head, MLM head); defaults to `learning_rate`. Freshly
+            initialised heads often need a larger rate than the encoder when training budgets are small.
     """
 
     method: str = field(default="source_only", metadata=_help(f"Training objective: one of {', '.join(METHODS)}."))
@@ -157,6 +160,10 @@ class MaralTrainingArguments(TrainingArguments, MaralSettings):
     )
     student_init: str = field(default="base", metadata=_help("Student start: base (fresh encoder) or teacher."))
     self_training_rounds: int = field(default=1, metadata=_help("Number of student rounds."))
+    head_learning_rate: float | None = field(
+        default=None,
+        metadata=_help("Learning rate of the new layers (span heads, embeddings, MLM head); default: learning_rate."),
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -170,6 +177,8 @@ class MaralTrainingArguments(TrainingArguments, MaralSettings):
             raise ValueError(f"`--student_init` must be base or teacher; got {self.student_init!r}.")
         if self.self_training_rounds < 1:
             raise ValueError(f"`--self_training_rounds` must be >= 1; got {self.self_training_rounds}.")
+        if self.head_learning_rate is not None and self.head_learning_rate <= 0:
+            raise ValueError(f"`--head_learning_rate` must be > 0; got {self.head_learning_rate}.")
         if self.teacher_epochs is not None and self.teacher_epochs <= 0:
             raise ValueError(f"`--teacher_epochs` must be > 0; got {self.teacher_epochs}.")
         self.validate_settings()
@@ -1109,6 +1118,30 @@ class MaralTrainer(Trainer):
         self.add_callback(ObjectiveCallback(self))
 
     # -- training -----------------------------------------------------------------------------------------------
+
+    def create_optimizer(self, model=None):
+        """`Trainer`'s optimizer, with `head_learning_rate` for the parameters outside the encoder when it is set."""
+        if self.optimizer is not None or self.args.head_learning_rate is None:
+            return super().create_optimizer(model)
+        optimized = self.model if model is None else model
+        decayed = set(self.get_decay_parameter_names(optimized))
+        groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = defaultdict(list)
+        for name, parameter in optimized.named_parameters():
+            if parameter.requires_grad:
+                groups[(not name.startswith("encoder."), name in decayed)].append(parameter)
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, optimized)
+        self.optimizer = optimizer_cls(
+            [
+                {
+                    "params": parameters,
+                    "lr": self.args.head_learning_rate if is_head else self.args.learning_rate,
+                    "weight_decay": self.args.weight_decay if is_decayed else 0.0,
+                }
+                for (is_head, is_decayed), parameters in groups.items()
+            ],
+            **optimizer_kwargs,
+        )
+        return self.optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Delegates to the objective and remembers its loss terms for the next log line."""

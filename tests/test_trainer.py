@@ -312,3 +312,23 @@ def test_target_batch_stream_covers_every_sentence_per_pass(wordpiece_tokenizer,
     )
     ids = [i for _ in range(3) for i in stream.next_batch()["sentence_ids"].tolist()]
     assert sorted(ids) == list(range(5))  # batches of 2, 2, 1 make one full pass
+
+
+def test_head_learning_rate_applies_to_every_parameter_outside_the_encoder(tiny_encoder_dir, datasets, tmp_path):
+    model = make_model(tiny_encoder_dir)
+    args = make_args(tmp_path / "out", learning_rate=1e-5, head_learning_rate=1e-3)
+    trainer = MaralTrainer(model=model, args=args, train_dataset=datasets["source"])
+    optimizer = trainer.create_optimizer()
+    rate_of = {id(parameter): group["lr"] for group in optimizer.param_groups for parameter in group["params"]}
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            assert rate_of[id(parameter)] == (1e-5 if name.startswith("encoder.") else 1e-3), name
+    assert len(rate_of) == sum(1 for parameter in model.parameters() if parameter.requires_grad)
+
+
+def test_without_head_learning_rate_every_parameter_uses_learning_rate(tiny_encoder_dir, datasets, tmp_path):
+    model = make_model(tiny_encoder_dir)
+    trainer = MaralTrainer(
+        model=model, args=make_args(tmp_path / "out", learning_rate=1e-5), train_dataset=datasets["source"]
+    )
+    assert {group["lr"] for group in trainer.create_optimizer().param_groups} == {1e-5}
