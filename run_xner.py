@@ -13,7 +13,9 @@ Train on labelled source-language data, use raw target-language text, evaluate o
 or with every argument in one JSON/YAML file: `python run_xner.py examples/demo_en_de.json`.
 
 Outputs in `--output_dir`: the model (safetensors, `config.json` with `auto_map`, `modeling_maral.py`, tokenizer),
-`train_results.json`, `eval_results.json`, `predict_results.json`, `all_results.json` and `predictions.jsonl`.
+its model card `README.md`, `train_results.json`, `eval_results.json`, `predict_results.json`, `all_results.json` and
+`predictions.jsonl`. `--push_to_hub --hub_model_id user/name` then uploads the model with its card in one commit at
+the end of the run, and `--push_dataset_to_hub user/data` the run's span data as a `DatasetDict`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from transformers import HfArgumentParser, set_seed
 from data_loading import count_span_labels, infer_labels, load_spans
 from data_loading.collator import entity_coverage, warn_about_unreachable_entities
 from evaluation_maral import evaluate_model, flatten_metrics
+from model_cards.run import publish_run, write_run_card
 from modeling_maral import MaralConfig, MaralForSpanNER, SentencePrediction
 from trainer_maral import MaralTrainer, MaralTrainingArguments, SelfTrainingPipeline, class_weights_from_counts
 
@@ -118,10 +121,13 @@ class DataArguments:
 
 @dataclass
 class RunArguments:
-    """Output-folder safety."""
+    """Output-folder safety and publishing of the data."""
 
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Allow training into an output_dir that already has results."}
+    )
+    push_dataset_to_hub: str | None = field(
+        default=None, metadata={"help": "Hub dataset id (user/name) to push the run's span data to, as a DatasetDict."}
     )
 
 
@@ -287,8 +293,17 @@ def results_table(results: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+def take_over_push(training_args: MaralTrainingArguments) -> bool:
+    """`--push_to_hub` is done once at the end of the run (card, then one commit), never by `Trainer`, which would
+    push at every save with a generic card. Returns the flag and clears it in `training_args`."""
+    push, training_args.push_to_hub = training_args.push_to_hub, False
+    return push
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
+    argv = sys.argv[1:] if argv is None else list(argv)
     model_args, data_args, training_args, run_args = parse_arguments(argv)
+    push_model = take_over_push(training_args)
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, stream=sys.stdout
     )
@@ -367,6 +382,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     if trainer.is_world_process_zero() and all_results:
         print("\n" + results_table(all_results) + "\n")
+    if push_model and not training_args.do_train:
+        trainer.save_model()  # an evaluation-only run publishes the model it evaluated
+    if trainer.is_world_process_zero():
+        arguments = (model_args, data_args, training_args, run_args)
+        write_run_card(output_dir, argv, arguments, datasets, labels)
+        publish_run(output_dir, arguments, datasets, labels, push_model)
     return all_results
 
 

@@ -1,0 +1,473 @@
+# Copyright 2026 The maral-xner authors. Licensed under the Apache License, Version 2.0.
+"""Model cards for MARAL span-NER models, built offline from a `run_xner.py` output folder.
+
+    >>> from model_cards import RunInfo, write_model_card
+    >>> write_model_card("outputs/en-de", RunInfo(model_id="user/maral-xner-de"))  # doctest: +SKIP
+
+The YAML header (`ModelCardData`) holds the languages, license, tags, base model, datasets, widget examples and a
+`model-index` with span F1 and seqeval P/R/F1 per evaluated language and split (and per self-training stage). The
+body (`template.md`) describes the model, its labels, results, self-training diagnostics, usage, the command that
+produced it, hyper-parameters, per-epoch results, framework versions and limitations.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .collect import (
+    DATA_FILE_KEYS,
+    OutputFolder,
+    predicted_examples,
+    read_output_folder,
+    redact,
+    widget_sentences,
+)
+
+TEMPLATE_PATH = Path(__file__).with_name("template.md")
+CARD_TAGS = ["token-classification", "ner", "named-entity-recognition", "cross-lingual", "span-ner", "maral"]
+TASK = {"task_type": "token-classification", "task_name": "Named Entity Recognition"}
+# (metric key suffix, model-index metric type, display name)
+METRICS = (
+    ("span_f1", "f1", "Span F1"),
+    ("seqeval_precision", "precision", "seqeval precision"),
+    ("seqeval_recall", "recall", "seqeval recall"),
+    ("seqeval_f1", "f1", "seqeval F1"),
+)
+# (result-key prefix, dataset name in the run, language role, split)
+EVALUATED = (
+    ("eval_source_dev", "source_dev", "source", "validation"),
+    ("eval_target_dev", "target_dev", "target", "validation"),
+    ("predict_target_test", "target_test", "target", "test"),
+)
+STAGE_DATASETS = (("source_dev", "source", "validation"), ("target_dev", "target", "validation"),
+                  ("target_test", "target", "test"))  # fmt: skip
+LANGUAGE_NAMES = {
+    "ar": "Arabic", "de": "German", "en": "English", "es": "Spanish", "fr": "French", "hi": "Hindi", "it": "Italian",
+    "ja": "Japanese", "ko": "Korean", "nl": "Dutch", "pt": "Portuguese", "ru": "Russian", "tr": "Turkish",
+    "zh": "Chinese", "fi": "Finnish", "sv": "Swedish", "pl": "Polish", "vi": "Vietnamese", "id": "Indonesian",
+}  # fmt: skip
+METHOD_NAMES = {
+    "source_only": "zero-shot transfer (source-only teacher)",
+    "self_training": "teacher → student self-training (plain baseline)",
+    "maral": "MARAL teacher → student self-training",
+}
+HYPERPARAMETER_KEYS = (
+    "method", "num_train_epochs", "max_steps", "learning_rate", "head_learning_rate", "per_device_train_batch_size",
+    "gradient_accumulation_steps", "per_device_eval_batch_size", "weight_decay", "warmup_steps", "lr_scheduler_type",
+    "optim", "seed", "bf16", "fp16", "encoder_dropout", "classifier_dropout", "freeze_word_embeddings", "mlm_weight",
+    "mlm_mask_rate", "target_batch_size", "max_span_width", "max_seq_length", "decoding", "eval_decoding", "labels",
+)  # fmt: skip
+SELF_TRAINING_KEYS = (
+    "teacher_epochs", "teacher_selection", "teacher_checkpoint", "student_init", "self_training_rounds",
+    "pseudo_label_pruning", "student_mlm_weight", "tau", "ul_tau", "projection_dim", "contrastive_temperature",
+    "target_loss_input", "update_soft_start", "ema_start", "ema_end", "knn_k", "knn_o_keep_rate", "gmm_max_iter",
+    "gmm_reg_covar", "gmm_tol",
+)  # fmt: skip
+FRAMEWORKS = ("transformers", "torch", "datasets", "tokenizers", "huggingface_hub", "accelerate")
+CITATION = """@inproceedings{zhu-etal-2025-large,
+  title     = {Large Margin Representation Learning for Robust Cross-lingual Named Entity Recognition},
+  author    = {Zhu and others},
+  booktitle = {Proceedings of the 63rd Annual Meeting of the Association for Computational Linguistics (ACL)},
+  year      = {2025},
+  pages     = {4270--4291},
+  url       = {https://aclanthology.org/2025.acl-long.215/}
+}"""
+
+
+@dataclass
+class RunInfo:
+    """What the output folder does not record about a run (all optional).
+
+    Attributes:
+        model_id: Hub id of the model (`user/name`); used in the title, the usage snippets and the model-index.
+        base_model: Hub id of the encoder the run started from.
+        dataset_id: Hub id of the span data (`--push_dataset_to_hub`); listed under `datasets`.
+        license: license of the model (check those of the encoder and the data).
+        command: the exact `run_xner.py` command line.
+        config_text: the content of the `.json`/`.yaml` config file the run was given, if any.
+        run_config: the run's arguments (hyper-parameters, data files); secrets are redacted.
+        label_examples: example entity texts per label (from the source training data).
+        data_statistics: `{dataset name: statistics}` of `collect.dataset_statistics`.
+        target_sentences: target-language sentences (word lists) for the widget when there are no predictions.
+    """
+
+    model_id: str | None = None
+    base_model: str | None = None
+    dataset_id: str | None = None
+    license: str = "apache-2.0"
+    command: str | None = None
+    config_text: str | None = None
+    run_config: dict[str, Any] | None = None
+    label_examples: dict[str, list[str]] | None = None
+    data_statistics: dict[str, dict[str, float]] | None = None
+    target_sentences: list[list[str]] | None = None
+
+
+# -- helpers ------------------------------------------------------------------------------------------------------
+
+
+def percent(value: float | None) -> str:
+    """`0.8523` -> `"85.23"`; missing values -> `"–"`."""
+    return "–" if value is None else f"{100 * value:.2f}"
+
+
+def language_name(code: str | None, role: str) -> str:
+    """`"de"` -> `"German"`; an unlisted code stays as is; no code -> `"source-language"`/`"target-language"`."""
+    return LANGUAGE_NAMES.get(code, code) if code else f"{role}-language"
+
+
+def model_name(folder: OutputFolder, info: RunInfo) -> str:
+    return (info.model_id or folder.path.resolve().name).split("/")[-1]
+
+
+def languages(folder: OutputFolder, info: RunInfo) -> dict[str, str | None]:
+    """`{"source": code, "target": code}` from the model config, else from the run's arguments."""
+    config, run_config = folder.config, info.run_config or {}
+    return {
+        role: config.get(f"{role}_language") or run_config.get(f"{role}_language") for role in ("source", "target")
+    }
+
+
+def training_method(folder: OutputFolder, info: RunInfo) -> str:
+    """`source_only`, `self_training` or `maral`, from the run's arguments or the stage folders."""
+    method = (info.run_config or {}).get("method")
+    if method:
+        return str(method)
+    if not folder.stages:
+        return "source_only"
+    maral = folder.config.get("prediction_head") == "vmf" or any(
+        "reliable_fraction" in record for record in folder.self_training_log
+    )
+    return "maral" if maral else "self_training"
+
+
+def dataset_reference(name: str, role: str, split: str, folder: OutputFolder, info: RunInfo) -> dict[str, str]:
+    """The model-index `dataset` fields of one evaluated dataset of the run."""
+    code = languages(folder, info)[role]
+    data_file = (info.run_config or {}).get(DATA_FILE_KEYS[name])
+    if info.dataset_id:
+        dataset_type, dataset_split = info.dataset_id, name
+    else:
+        dataset_type = Path(data_file).stem if data_file else f"{code or role}-{name.replace('_', '-')}"
+        dataset_split = split
+    reference = {
+        "dataset_type": dataset_type,
+        "dataset_name": f"{language_name(code, role)} {name.split('_')[1]} ({role} language)",
+        "dataset_split": dataset_split,
+    }
+    if code:
+        reference["dataset_config"] = code
+    return reference
+
+
+# -- YAML header --------------------------------------------------------------------------------------------------
+
+
+def eval_results(folder: OutputFolder, info: RunInfo) -> list[EvalResult]:
+    """Span F1 and seqeval P/R/F1 of the final model per evaluated dataset, then span and seqeval F1 of every
+    self-training stage (metric names say which stage)."""
+    results, found = [], folder.results
+    for prefix, name, role, split in EVALUATED:
+        reference = dataset_reference(name, role, split, folder, info)
+        for suffix, metric_type, metric_name in METRICS:
+            value = found.get(f"{prefix}_{suffix}")
+            if value is not None:
+                results.append(
+                    EvalResult(**TASK, **reference, metric_type=metric_type, metric_name=metric_name,
+                               metric_value=round(float(value), 4))
+                )  # fmt: skip
+    for stage, metrics in folder.stages:
+        stage_name = "teacher" if stage == "teacher" else f"{stage.replace('_', ' ')} student"
+        for name, role, split in STAGE_DATASETS:
+            reference = dataset_reference(name, role, split, folder, info)
+            for suffix, metric_type, metric_name in (METRICS[0], METRICS[3]):
+                value = metrics.get(f"{stage}_{name}_{suffix}")
+                if value is not None:
+                    results.append(
+                        EvalResult(**TASK, **reference, metric_type=metric_type,
+                                   metric_name=f"{metric_name} ({stage_name})", metric_value=round(float(value), 4))
+                    )  # fmt: skip
+    return results
+
+
+def card_data(folder: OutputFolder, info: RunInfo, widget: list[str]) -> ModelCardData:
+    """The YAML header of the card."""
+    codes = [code for code in languages(folder, info).values() if code]
+    results = eval_results(folder, info)
+    return ModelCardData(
+        language=list(dict.fromkeys(codes)) or None,
+        license=info.license,
+        library_name="transformers",
+        tags=CARD_TAGS,
+        datasets=[info.dataset_id] if info.dataset_id else None,
+        base_model=info.base_model,
+        pipeline_tag="token-classification",
+        metrics=["f1", "precision", "recall"] if results else None,
+        model_name=model_name(folder, info),
+        eval_results=results or None,
+        widget=[{"text": text} for text in widget] or None,
+    )
+
+
+# -- body ---------------------------------------------------------------------------------------------------------
+
+
+def overall_rows(folder: OutputFolder, info: RunInfo) -> list[dict[str, str]]:
+    """One row per evaluated dataset: span P/R/F1 and seqeval P/R/F1 (in %)."""
+    rows = []
+    for prefix, name, role, _ in EVALUATED:
+        if f"{prefix}_span_f1" not in folder.results:
+            continue
+        code = languages(folder, info)[role]
+        row = {"dataset": f"{name.split('_')[1]} ({role})", "language": code or "–"}
+        for key in ("span_precision", "span_recall", "span_f1", "seqeval_precision", "seqeval_recall", "seqeval_f1"):
+            row[key] = percent(folder.results.get(f"{prefix}_{key}"))
+        rows.append(row)
+    return rows
+
+
+def per_label_tables(folder: OutputFolder, info: RunInfo) -> list[dict[str, Any]]:
+    """Per evaluated dataset, one row per label: span F1, seqeval P/R/F1 (in %) and gold support."""
+    tables = []
+    for prefix, name, role, _ in EVALUATED:
+        rows = []
+        for label in folder.labels[1:]:
+            key = f"{prefix}_{label}_"
+            if f"{key}seqeval_f1" not in folder.results:
+                continue
+            rows.append(
+                {
+                    "label": label,
+                    "span_f1": percent(folder.results.get(f"{key}span_f1")),
+                    "precision": percent(folder.results.get(f"{key}seqeval_precision")),
+                    "recall": percent(folder.results.get(f"{key}seqeval_recall")),
+                    "f1": percent(folder.results.get(f"{key}seqeval_f1")),
+                    "support": int(folder.results.get(f"{key}support", 0)),
+                }
+            )
+        if rows:
+            code = languages(folder, info)[role]
+            tables.append({"dataset": f"{language_name(code, role)} {name.split('_')[1]} ({role})", "rows": rows})
+    return tables
+
+
+def label_rows(folder: OutputFolder, info: RunInfo) -> tuple[list[dict[str, str]], str]:
+    """The label table (label, examples, source training count) and where the examples come from."""
+    examples, origin = info.label_examples, "source training data"
+    if not examples:
+        examples, origin = predicted_examples(folder.predictions, folder.labels), "predictions on the target test set"
+    train = (info.data_statistics or {}).get("source_train", {})
+    counts = train.get("per_label", {})
+    rows = [
+        {
+            "label": label,
+            "examples": ", ".join(f'"{text}"' for text in (examples or {}).get(label, [])) or "–",
+            "count": str(counts.get(label, "–")),
+        }
+        for label in folder.labels[1:]
+    ]
+    return rows, origin
+
+
+def stage_rows(folder: OutputFolder) -> list[dict[str, str]]:
+    """One row per self-training stage: source-dev and target span F1, seqeval F1, pseudo-label oracle F1."""
+    oracle = {record["stage"]: record["pseudo_label_oracle"] for record in folder.self_training_log
+              if record.get("stage") == "teacher" and "pseudo_label_oracle" in record}  # fmt: skip
+    for record in folder.self_training_log:
+        if record.get("stage", "").startswith("round_") and "pseudo_label_oracle" in record:
+            oracle[record["stage"]] = record["pseudo_label_oracle"]  # the last epoch of each round wins
+    rows = []
+    for stage, metrics in folder.stages:
+        rows.append(
+            {
+                "stage": stage.replace("_", " "),
+                "source_dev": percent(metrics.get(f"{stage}_source_dev_span_f1")),
+                "target_dev": percent(metrics.get(f"{stage}_target_dev_span_f1")),
+                "target_test": percent(metrics.get(f"{stage}_target_test_span_f1")),
+                "target_test_seqeval": percent(metrics.get(f"{stage}_target_test_seqeval_f1")),
+                "oracle": percent((oracle.get(stage) or {}).get("f1")),
+            }
+        )
+    return rows
+
+
+def pseudo_label_rows(folder: OutputFolder) -> list[dict[str, str]]:
+    """One row per stage's pseudo-labels (those it handed to the next round): spans, entities per label."""
+    rows = []
+    for stage, statistics in folder.pseudo_labels:
+        per_label = ", ".join(f"{label} {count}" for label, count in statistics["per_label"].items())
+        confidence = statistics["mean_confidence"]
+        rows.append(
+            {
+                "stage": stage.replace("_", " "),
+                "spans": str(statistics["spans"]),
+                "entities": str(statistics["entities"]),
+                "per_label": per_label or "–",
+                "confidence": "–" if confidence is None else f"{confidence:.3f}",
+            }
+        )
+    return rows
+
+
+def epoch_diagnostic_rows(folder: OutputFolder) -> list[dict[str, str]]:
+    """One row per student epoch: reliable fraction and target prior per label, visited spans, oracle F1."""
+    rows = []
+    for record in folder.self_training_log:
+        if "epoch" not in record:
+            continue
+        reliable = record.get("reliable_fraction") or {}
+        prior = record.get("target_prior") or {}
+        rows.append(
+            {
+                "stage": str(record.get("stage", "")).replace("_", " "),
+                "epoch": str(record["epoch"]),
+                "reliable": ", ".join(f"{k} {percent(v)}" for k, v in reliable.items() if k != "O") or "–",
+                "prior": ", ".join(f"{k} {percent(v)}" for k, v in prior.items()) or "–",
+                "visited": percent(record.get("visited_fraction")),
+                "oracle": percent((record.get("pseudo_label_oracle") or {}).get("f1")),
+            }
+        )
+    return rows
+
+
+def epoch_result_table(folder: OutputFolder) -> dict[str, Any] | None:
+    """Per-evaluation results of the logged training (`trainer_state.json`), or per-step losses without evaluation.
+
+    Returns:
+        `{"columns": [...], "rows": [[...], ...]}` or None when nothing was logged.
+    """
+    history = folder.log_history
+    evaluations = [entry for entry in history if any(key.endswith("_span_f1") for key in entry)]
+    if evaluations:
+        names = sorted({key[: -len("_span_f1")] for entry in evaluations for key in entry if key.endswith("_span_f1")
+                        and not any(f"_{label}_" in key for label in folder.labels[1:])})  # fmt: skip
+        titles = [name.removeprefix("eval_").replace("_", " ") for name in names]
+        columns = ["Epoch", "Step", "Training loss"] + [f"{title} span F1" for title in titles]
+        rows = []
+        for entry in evaluations:
+            losses = [
+                item["loss"] for item in history if "loss" in item and item.get("step", 0) <= entry.get("step", 0)
+            ]
+            row = [f"{entry.get('epoch', 0):.2f}", str(entry.get("step", "")), f"{losses[-1]:.4f}" if losses else "–"]
+            rows.append(row + [percent(entry.get(f"{name}_span_f1")) for name in names])
+        return {"columns": columns, "rows": rows}
+    losses = [entry for entry in history if "loss" in entry]
+    if not losses:
+        return None
+    stride = max(1, len(losses) // 15)
+    chosen = losses[::stride] + ([losses[-1]] if (len(losses) - 1) % stride else [])
+    rows = [[f"{entry.get('epoch', 0):.2f}", str(entry.get("step", "")), f"{entry['loss']:.4f}"] for entry in chosen]
+    return {"columns": ["Epoch", "Step", "Training loss"], "rows": rows}
+
+
+def hyperparameters(info: RunInfo, method: str) -> list[tuple[str, str]]:
+    """The run's main settings, in a fixed order (self-training settings only for self-training runs)."""
+    run_config = redact(info.run_config or {})
+    keys = HYPERPARAMETER_KEYS + (SELF_TRAINING_KEYS if method != "source_only" else ())
+    rows = []
+    for key in keys:
+        value = run_config.get(key)
+        if value is None or (key == "max_steps" and value in (-1, 0)) or (key in ("bf16", "fp16") and not value):
+            continue
+        rows.append((key, str(getattr(value, "value", value))))
+    return rows
+
+
+def framework_versions() -> list[tuple[str, str]]:
+    """Versions of Python, maral-xner and the Hugging Face stack where the card was written."""
+    from modeling_maral import __version__
+
+    versions = [("Python", platform.python_version()), ("maral-xner", __version__)]
+    for name in FRAMEWORKS:
+        try:
+            versions.append((name, metadata.version(name)))
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def usage_example(widget: list[str]) -> str:
+    """The shortest widget sentence, or a neutral example."""
+    return min(widget, key=len) if widget else "Angela Merkel besuchte Paris ."
+
+
+def template_context(folder: OutputFolder, info: RunInfo, widget: list[str]) -> dict[str, Any]:
+    """Everything the body of `template.md` shows."""
+    codes = languages(folder, info)
+    method = training_method(folder, info)
+    label_table, examples_origin = label_rows(folder, info)
+    encoder = folder.config.get("encoder_config") or {}
+    return {
+        "title": model_name(folder, info),
+        "article": "An" if language_name(codes["source"], "source")[:1] in "AEIOU" else "A",
+        "model_id": info.model_id or "path/to/this/model",
+        "repo_url": f"https://huggingface.co/{info.model_id}" if info.model_id else None,
+        "base_model": info.base_model,
+        "encoder_description": (
+            f"{encoder.get('model_type', 'transformer')} encoder, {encoder.get('num_hidden_layers', '?')} layers, "
+            f"hidden size {encoder.get('hidden_size', '?')}, vocabulary {encoder.get('vocab_size', '?')}"
+        ),
+        "source_code": codes["source"],
+        "target_code": codes["target"],
+        "source_name": language_name(codes["source"], "source"),
+        "target_name": language_name(codes["target"], "target"),
+        "method": method,
+        "method_name": METHOD_NAMES.get(method, method),
+        "rounds": len([stage for stage, _ in folder.stages if stage != "teacher"]),
+        "labels": folder.labels[1:],
+        "label_rows": label_table,
+        "examples_origin": examples_origin,
+        "max_span_width": folder.config.get("max_span_width"),
+        "max_seq_length": folder.config.get("max_seq_length"),
+        "prediction_head": folder.config.get("prediction_head", "mlp"),
+        "decoding": folder.config.get("decoding", "greedy"),
+        "overall_rows": overall_rows(folder, info),
+        "per_label_tables": per_label_tables(folder, info),
+        "stage_rows": stage_rows(folder),
+        "pseudo_label_rows": pseudo_label_rows(folder),
+        "epoch_diagnostic_rows": epoch_diagnostic_rows(folder),
+        "epoch_results": epoch_result_table(folder),
+        "example_text": usage_example(widget),
+        "command": info.command,
+        "config_text": info.config_text,
+        "data_statistics": info.data_statistics or {},
+        "wide_test_entities": (info.data_statistics or {})
+        .get("target_test", {})
+        .get("entities_wider_than_max_span_width"),
+        "hyperparameters": hyperparameters(info, method),
+        "framework_versions": framework_versions(),
+        "dataset_id": info.dataset_id,
+        "license_name": info.license,
+        "citation": CITATION,
+    }
+
+
+def build_model_card(output_dir: str | Path, info: RunInfo | None = None) -> ModelCard:
+    """The card of the model saved in `output_dir`, from its files and `info` (no network access).
+
+    Raises:
+        FileNotFoundError: when `output_dir` holds no saved model.
+    """
+    info = info or RunInfo()
+    folder = read_output_folder(output_dir)
+    widget = widget_sentences(folder.predictions, info.target_sentences)
+    data = card_data(folder, info, widget)
+    card = ModelCard.from_template(data, template_path=str(TEMPLATE_PATH), **template_context(folder, info, widget))
+    return ModelCard(re.sub(r"\n{3,}", "\n\n", card.content))  # optional sections leave runs of blank lines
+
+
+def write_model_card(output_dir: str | Path, info: RunInfo | None = None) -> Path:
+    """Writes the card to `<output_dir>/README.md` (replacing any earlier one) and returns its path."""
+    card = build_model_card(output_dir, info)
+    path = Path(output_dir) / "README.md"
+    temporary = path.with_suffix(".md.tmp")
+    temporary.write_text(str(card), encoding="utf-8")
+    temporary.replace(path)
+    return path

@@ -1,0 +1,116 @@
+# Copyright 2026 The maral-xner authors. Licensed under the Apache License, Version 2.0.
+"""The end of a `run_xner.py` run: the model card from the run's arguments and data, then the requested pushes.
+
+`run_xner.py` hands over its argument dataclasses (`ModelArguments`, `DataArguments`, `MaralTrainingArguments`,
+`RunArguments`), its loaded datasets and labels; this module knows which of their fields matter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .card import RunInfo, write_model_card
+from .collect import command_line, dataset_statistics, hub_base_model, label_examples
+from .publish import HubPushError, push_model_folder, push_span_datasets
+
+logger = logging.getLogger(__name__)
+
+CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
+WIDGET_POOL = 200  # target sentences offered to the widget picker when there are no predictions
+
+
+def run_settings(arguments: Sequence[Any]) -> dict[str, Any]:
+    """All fields of the run's argument dataclasses in one dict (later dataclasses win on shared names)."""
+    settings: dict[str, Any] = {}
+    for group in arguments:
+        values = group.to_dict() if hasattr(group, "to_dict") else dataclasses.asdict(group)
+        settings.update(values)
+    return settings
+
+
+def config_file(argv: Sequence[str]) -> Path | None:
+    """The `.json`/`.yaml` file a run was given as its only argument, if any."""
+    if len(argv) == 1 and argv[0].endswith(CONFIG_SUFFIXES) and Path(argv[0]).is_file():
+        return Path(argv[0])
+    return None
+
+
+def run_info(argv: Sequence[str], arguments: Sequence[Any], datasets: Mapping[str, Any], labels: list[str]) -> RunInfo:
+    """Everything about the run that the output folder does not record, for the card."""
+    settings = run_settings(arguments)
+    config_path = config_file(argv)
+    target = datasets.get("target_test", datasets.get("target_unlabeled"))
+    source_train = datasets.get("source_train")
+    return RunInfo(
+        model_id=settings.get("hub_model_id"),
+        base_model=hub_base_model(settings.get("model_name_or_path")),
+        dataset_id=settings.get("push_dataset_to_hub"),
+        command=command_line(list(argv)),
+        config_text=config_path.read_text(encoding="utf-8").strip() if config_path else None,
+        run_config=settings,
+        label_examples=label_examples(source_train, labels) if source_train is not None else None,
+        data_statistics={
+            name: dataset_statistics(dataset, settings.get("max_span_width")) for name, dataset in datasets.items()
+        },
+        target_sentences=target.select(range(min(WIDGET_POOL, len(target))))["tokens"] if target is not None else None,
+    )
+
+
+def write_run_card(
+    output_dir: str | Path, argv: Sequence[str], arguments: Sequence[Any], datasets: Mapping[str, Any], labels
+) -> Path | None:
+    """Writes `README.md` for the model saved in `output_dir`; a failure is logged, never raised (the run's results
+    are already saved; `python -m model_cards card` can write the card later)."""
+    if not (Path(output_dir) / "config.json").is_file():
+        return None
+    try:
+        return write_model_card(output_dir, run_info(argv, arguments, datasets, labels))
+    except Exception as error:  # noqa: BLE001 - the card must not fail a finished run
+        logger.warning(
+            "Could not write the model card (%s: %s). Write it later with `python -m model_cards card %s`.",
+            type(error).__name__,
+            error,
+            output_dir,
+        )
+        return None
+
+
+def publish_run(
+    output_dir: str | Path,
+    arguments: Sequence[Any],
+    datasets: Mapping[str, Any],
+    labels: list[str],
+    push_model: bool,
+) -> None:
+    """`--push_dataset_to_hub` (the run's span data) and `--push_to_hub` (the model folder), in that order.
+
+    Both are attempted; if either fails, a `HubPushError` gathers the messages and retry commands.
+    """
+    settings = run_settings(arguments)
+    token = next((group.hub_token for group in arguments if getattr(group, "hub_token", None)), None)
+    private = settings.get("hub_private_repo")
+    errors = []
+    dataset_id = settings.get("push_dataset_to_hub")
+    if dataset_id:
+        try:
+            codes = {role: settings.get(f"{role}_language") for role in ("source", "target")}
+            push_span_datasets(
+                datasets, labels, dataset_id, languages=codes, private=private, token=token, fallback_dir=output_dir
+            )
+        except HubPushError as error:
+            errors.append(str(error))
+    if push_model:
+        repo_id = settings.get("hub_model_id") or Path(output_dir).resolve().name
+        try:
+            push_model_folder(output_dir, repo_id, private=private, token=token)
+        except (HubPushError, FileNotFoundError) as error:
+            errors.append(str(error))
+    if errors:
+        raise HubPushError("\n\n".join(errors))
+
+
+__all__ = ["publish_run", "run_info", "run_settings", "write_run_card"]
