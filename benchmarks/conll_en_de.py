@@ -35,6 +35,8 @@ DEFAULT_ENCODER = REPO_ROOT / ".cache" / "encoders" / "multilingual-e5-small"
 SAMPLE = {"max_train_samples": 2000, "max_eval_samples": 1000, "max_unlabeled_samples": 2000}
 TEACHER_EPOCHS = 2
 STUDENT_EPOCHS = 3
+# The students start from a fresh encoder with new heads; with this small budget the heads need a larger rate.
+STUDENT_SETTINGS = {"head_learning_rate": 1e-3}
 BUDGET = {
     "learning_rate": 5e-5,
     "warmup_steps": 0.1,
@@ -73,7 +75,7 @@ def build_argv(method: str, data_dir: Path, encoder: Path, output_dir: Path) -> 
         teacher = output_dir.parent / "conll_en_de_source_only"
         if not (teacher / "config.json").is_file():
             sys.exit(f"No teacher at {teacher}: run `--method source_only` first.")
-        settings.update(num_train_epochs=STUDENT_EPOCHS, teacher_checkpoint=str(teacher))
+        settings.update(num_train_epochs=STUDENT_EPOCHS, teacher_checkpoint=str(teacher), **STUDENT_SETTINGS)
     flags = [f"--{key}={value}" for key, value in settings.items()]
     return [
         *flags,
