@@ -10,19 +10,10 @@ import pytest
 
 import run_xner
 from modeling_maral import MaralForSpanNER
+from tests.tiny_models import TINY_SOURCE_RECORDS
 
-SOURCE_TRAIN = [
-    {"context": "Peter Blackburn visited Brussels on Monday .", "span_posLabel": {"0;1": "PER", "3;3": "LOC"}},
-    {"context": "EU rejects German call to boycott British lamb .", "span_posLabel": {"0;0": "ORG", "2;2": "MISC"}},
-    {"context": "Angela Merkel visited Paris .", "span_posLabel": {"0;1": "PER", "3;3": "LOC"}},
-    {"context": "The European Union said on Monday .", "span_posLabel": {"1;2": "ORG"}},
-    {"context": "Werner Zwingmann said British lamb .", "span_posLabel": {"0;1": "PER", "3;3": "MISC"}},
-    {"context": "Reuters visited London and Berlin .", "span_posLabel": {"0;0": "ORG", "2;2": "LOC", "4;4": "LOC"}},
-]
-SOURCE_DEV = [
-    {"context": "Peter said the UNO rejects it .", "span_posLabel": {"0;0": "PER", "3;3": "ORG"}},
-    {"context": "Germany 's representative visited Madrid .", "span_posLabel": {"0;0": "LOC", "4;4": "LOC"}},
-]
+SOURCE_TRAIN = TINY_SOURCE_RECORDS[:6]
+SOURCE_DEV = [TINY_SOURCE_RECORDS[7], TINY_SOURCE_RECORDS[6]]
 TARGET_UNLABELED = [
     {"context": "Die Europäische Kommission sagte am Donnerstag in Berlin .", "span_posLabel": {"1;2": "ORG"}},
     {"context": "Naciones Unidas en Madrid .", "span_posLabel": {"0;1": "ORG"}},

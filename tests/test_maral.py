@@ -33,7 +33,7 @@ from modeling_maral import (
     log_bessel_iv,
     vmf_log_partition,
 )
-from tests.tiny_models import TINY_LABELS, tiny_bert_config
+from tests.tiny_models import TINY_LABELS, TINY_SOURCE_RECORDS, TINY_TARGET_RECORDS, tiny_bert_config
 from trainer_maral import (
     PSEUDO_LABEL_FILE,
     STAGE_MARKER,
@@ -566,24 +566,8 @@ def test_store_memory_grows_with_real_spans_not_padding():
 # A tiny student run
 # ---------------------------------------------------------------------------------------------------------------
 
-SOURCE_RECORDS = [
-    {"context": "Peter Blackburn visited Brussels on Monday .", "span_posLabel": {"0;1": "PER", "3;3": "LOC"}},
-    {"context": "EU rejects German call to boycott British lamb .", "span_posLabel": {"0;0": "ORG", "2;2": "MISC"}},
-    {"context": "Angela Merkel visited Paris .", "span_posLabel": {"0;1": "PER", "3;3": "LOC"}},
-    {"context": "The European Union said on Monday .", "span_posLabel": {"1;2": "ORG"}},
-    {"context": "Werner Zwingmann said British lamb .", "span_posLabel": {"0;1": "PER", "3;3": "MISC"}},
-    {"context": "Reuters visited London and Berlin .", "span_posLabel": {"0;0": "ORG", "2;2": "LOC", "4;4": "LOC"}},
-    {"context": "Germany 's representative visited Madrid .", "span_posLabel": {"0;0": "LOC", "4;4": "LOC"}},
-    {"context": "Peter said the UNO rejects it .", "span_posLabel": {"0;0": "PER", "3;3": "ORG"}},
-]
-TARGET_RECORDS = [
-    {"context": "Die Europäische Kommission sagte am Donnerstag in Berlin .", "span_posLabel": {"1;2": "ORG"}},
-    {"context": "Angela Merkel besuchte Paris und London mit der UNO .", "span_posLabel": {"0;1": "PER"}},
-    {"context": "El presidente de España viajó a Madrid .", "span_posLabel": {"3;3": "LOC"}},
-    {"context": "Naciones Unidas en Madrid .", "span_posLabel": {"0;1": "ORG"}},
-    {"context": "Merkel sagte am Donnerstag .", "span_posLabel": {"0;0": "PER"}},
-    {"context": "Paris und Berlin .", "span_posLabel": {"0;0": "LOC", "2;2": "LOC"}},
-]
+SOURCE_RECORDS = list(TINY_SOURCE_RECORDS)
+TARGET_RECORDS = list(TINY_TARGET_RECORDS)
 EPOCHS = 4
 STEPS_PER_EPOCH = 4  # 8 source sentences, 2 per step
 RESUME_STEP = 10  # inside epoch 2: after the first anchor selection, while refinement runs

@@ -12,7 +12,7 @@ import torch
 from data_loading import load_spans
 from data_loading.collator import MaralDataCollator
 from modeling_maral import MODEL_INPUT_NAMES, MaralForSpanNER, span_cross_entropy
-from tests.tiny_models import TINY_LABELS
+from tests.tiny_models import TINY_LABELS, TINY_SOURCE_RECORDS, TINY_TARGET_RECORDS
 from trainer_maral import (
     TRAINER_STATE_FILE,
     MaralTrainer,
@@ -24,27 +24,12 @@ from trainer_maral import (
 
 LABELS = list(TINY_LABELS)
 
-SOURCE_RECORDS = [
-    {"context": "Peter Blackburn visited Brussels on Monday .", "span_posLabel": {"0;1": "PER", "3;3": "LOC"}},
-    {"context": "EU rejects German call to boycott British lamb .", "span_posLabel": {"0;0": "ORG", "2;2": "MISC"}},
-    {"context": "Angela Merkel visited Paris .", "span_posLabel": {"0;1": "PER", "3;3": "LOC"}},
-    {"context": "The European Union said on Monday .", "span_posLabel": {"1;2": "ORG"}},
-    {"context": "Werner Zwingmann said British lamb .", "span_posLabel": {"0;1": "PER", "3;3": "MISC"}},
-    {"context": "Reuters visited London and Berlin .", "span_posLabel": {"0;0": "ORG", "2;2": "LOC", "4;4": "LOC"}},
-    {"context": "Germany 's representative visited Madrid .", "span_posLabel": {"0;0": "LOC", "4;4": "LOC"}},
-    {"context": "Peter said the UNO rejects it .", "span_posLabel": {"0;0": "PER", "3;3": "ORG"}},
-]
+SOURCE_RECORDS = list(TINY_SOURCE_RECORDS)
 SOURCE_RECORDS = SOURCE_RECORDS + [
     {"context": record["context"].replace(" .", " !"), "span_posLabel": record["span_posLabel"]}
     for record in SOURCE_RECORDS
 ]
-TARGET_RECORDS = [
-    {"context": "Die Europäische Kommission sagte am Donnerstag in Berlin .", "span_posLabel": {"1;2": "ORG"}},
-    {"context": "Angela Merkel besuchte Paris und London mit der UNO .", "span_posLabel": {"0;1": "PER"}},
-    {"context": "El presidente de España viajó a Madrid .", "span_posLabel": {"3;3": "LOC"}},
-    {"context": "Naciones Unidas en Madrid .", "span_posLabel": {"0;1": "ORG"}},
-    {"context": "Merkel sagte am Donnerstag .", "span_posLabel": {"0;0": "PER"}},
-]
+TARGET_RECORDS = TINY_TARGET_RECORDS[:5]
 
 
 def test_class_weights_on_english_conll_counts():

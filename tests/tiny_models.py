@@ -19,6 +19,26 @@ TRAINING_TEXT = [
     "1996-08-22 BRUSSELS Reuters U.S. co-operation don't",
 ]
 
+# Shared tiny span-JSON records (English source with gold spans, German/Spanish target text).
+TINY_SOURCE_RECORDS = [
+    {"context": "Peter Blackburn visited Brussels on Monday .", "span_posLabel": {"0;1": "PER", "3;3": "LOC"}},
+    {"context": "EU rejects German call to boycott British lamb .", "span_posLabel": {"0;0": "ORG", "2;2": "MISC"}},
+    {"context": "Angela Merkel visited Paris .", "span_posLabel": {"0;1": "PER", "3;3": "LOC"}},
+    {"context": "The European Union said on Monday .", "span_posLabel": {"1;2": "ORG"}},
+    {"context": "Werner Zwingmann said British lamb .", "span_posLabel": {"0;1": "PER", "3;3": "MISC"}},
+    {"context": "Reuters visited London and Berlin .", "span_posLabel": {"0;0": "ORG", "2;2": "LOC", "4;4": "LOC"}},
+    {"context": "Germany 's representative visited Madrid .", "span_posLabel": {"0;0": "LOC", "4;4": "LOC"}},
+    {"context": "Peter said the UNO rejects it .", "span_posLabel": {"0;0": "PER", "3;3": "ORG"}},
+]
+TINY_TARGET_RECORDS = [
+    {"context": "Die Europäische Kommission sagte am Donnerstag in Berlin .", "span_posLabel": {"1;2": "ORG"}},
+    {"context": "Angela Merkel besuchte Paris und London mit der UNO .", "span_posLabel": {"0;1": "PER"}},
+    {"context": "El presidente de España viajó a Madrid .", "span_posLabel": {"3;3": "LOC"}},
+    {"context": "Naciones Unidas en Madrid .", "span_posLabel": {"0;1": "ORG"}},
+    {"context": "Merkel sagte am Donnerstag .", "span_posLabel": {"0;0": "PER"}},
+    {"context": "Paris und Berlin .", "span_posLabel": {"0;0": "LOC", "2;2": "LOC"}},
+]
+
 
 def build_tiny_wordpiece_tokenizer() -> PreTrainedTokenizerFast:
     """A BERT-style WordPiece tokenizer trained on a few sentences (vocabulary ~300)."""
