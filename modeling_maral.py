@@ -616,12 +616,15 @@ class MaralSpanNEROutput(ModelOutput):
         logits: `(batch, num_spans, num_labels)` span classifier logits.
         projections: `(batch, num_spans, projection_dim)` L2-normalised projections for the contrastive head.
         span_mask: `(batch, num_spans)` True for real (non-padding) spans.
+        sentence_embeddings: `(batch, hidden_size)` L2-normalised mean of the encoder's subword states (when
+            requested with `return_sentence_embeddings=True`; sentence-level contrast of MCL-NER).
     """
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     projections: torch.Tensor | None = None
     span_mask: torch.Tensor | None = None
+    sentence_embeddings: torch.Tensor | None = None
 
 
 def span_cross_entropy(
@@ -840,6 +843,7 @@ class MaralForSpanNER(MaralPreTrainedModel):
         labels: torch.Tensor | None = None,
         class_weights: torch.Tensor | None = None,
         return_projections: bool = True,
+        return_sentence_embeddings: bool = False,
         **unused: Any,
     ) -> MaralSpanNEROutput:
         """Scores every span of the batch.
@@ -853,6 +857,7 @@ class MaralForSpanNER(MaralPreTrainedModel):
             labels: `(batch, num_spans)` gold class ids; when given, `loss` is the span cross-entropy.
             class_weights: `(num_labels,)` weights for the loss.
             return_projections: whether to compute the projection head's output.
+            return_sentence_embeddings: whether to return the mean-pooled, L2-normalised sentence embeddings.
         """
         hidden_states = self.encode(input_ids, attention_mask)
         representations = self.dropout(
@@ -863,7 +868,18 @@ class MaralForSpanNER(MaralPreTrainedModel):
         logits = self.span_classifier(representations)
         projections = F.normalize(self.projection_head(representations), dim=-1) if return_projections else None
         loss = span_cross_entropy(logits, labels, span_mask, class_weights) if labels is not None else None
-        return MaralSpanNEROutput(loss=loss, logits=logits, projections=projections, span_mask=span_mask)
+        sentence_embeddings = None
+        if return_sentence_embeddings:
+            weights = attention_mask.unsqueeze(-1).to(hidden_states.dtype)
+            pooled = (hidden_states * weights).sum(1) / weights.sum(1).clamp(min=1)
+            sentence_embeddings = F.normalize(pooled, dim=-1)
+        return MaralSpanNEROutput(
+            loss=loss,
+            logits=logits,
+            projections=projections,
+            span_mask=span_mask,
+            sentence_embeddings=sentence_embeddings,
+        )
 
     def mlm_loss(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, mlm_labels: torch.Tensor

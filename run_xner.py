@@ -31,12 +31,25 @@ from typing import Any
 import transformers
 from transformers import HfArgumentParser, set_seed
 
-from data_loading import count_span_labels, infer_labels, load_spans
+from data_loading import (
+    code_switch_dataset,
+    count_span_labels,
+    infer_labels,
+    load_code_switched_file,
+    load_spans,
+    read_bilingual_dictionary,
+)
 from data_loading.collator import entity_coverage, warn_about_unreachable_entities
 from evaluation_maral import evaluate_model, flatten_metrics
 from model_cards.run import publish_run, write_run_card
 from modeling_maral import MaralConfig, MaralForSpanNER, SentencePrediction
-from trainer_maral import MaralTrainer, MaralTrainingArguments, SelfTrainingPipeline, class_weights_from_counts
+from trainer_maral import (
+    OBJECTIVES,
+    MaralTrainer,
+    MaralTrainingArguments,
+    SelfTrainingPipeline,
+    class_weights_from_counts,
+)
 
 logger = logging.getLogger("run_xner")
 
@@ -99,6 +112,17 @@ class DataArguments:
     max_predict_samples: int | None = field(default=None, metadata={"help": "Use only the first N test sentences."})
     max_unlabeled_samples: int | None = field(
         default=None, metadata={"help": "Use only the first N target-language sentences."}
+    )
+    code_switched_file: str | None = field(
+        default=None,
+        metadata={"help": "MCL-NER: span JSON of code-switched source sentences, each with a `source_id`."},
+    )
+    bilingual_dictionary: str | None = field(
+        default=None,
+        metadata={"help": "MCL-NER: word list (source<TAB>translation per line) to code-switch the source data."},
+    )
+    code_switch_rate: float = field(
+        default=0.5, metadata={"help": "MCL-NER: probability that a word found in the dictionary is replaced."}
     )
     source_language: str | None = field(default=None, metadata={"help": "Source language code (e.g. en)."})
     target_language: str | None = field(default=None, metadata={"help": "Target language code (e.g. de)."})
@@ -169,6 +193,25 @@ def load_datasets(data_args: DataArguments, labels: list[str]) -> dict[str, Any]
             datasets[name] = load_spans(path, labels=labels, unlabeled=unlabeled, max_samples=max_samples)
             logger.info("Loaded %s: %d sentences from %s", name, len(datasets[name]), path)
     return datasets
+
+
+def load_code_switched(
+    data_args: DataArguments, training_args: MaralTrainingArguments, labels: list[str], datasets: dict[str, Any]
+) -> dict[int, dict[str, Any]] | None:
+    """Code-switched counterparts of the source sentences for `--method mcl` (from a file or a word list)."""
+    if data_args.code_switched_file and data_args.bilingual_dictionary:
+        raise ValueError("Pass either --code_switched_file or --bilingual_dictionary, not both.")
+    if not (data_args.code_switched_file or data_args.bilingual_dictionary):
+        return None
+    if training_args.method != "mcl":
+        logger.warning("Code-switched data is only used by --method mcl; ignoring it for %s.", training_args.method)
+        return None
+    if data_args.code_switched_file:
+        return load_code_switched_file(data_args.code_switched_file, labels, datasets["source_train"])
+    dictionary = read_bilingual_dictionary(data_args.bilingual_dictionary)
+    return code_switch_dataset(
+        datasets["source_train"], dictionary, data_args.code_switch_rate, seed=training_args.seed
+    )
 
 
 def resolve_labels(data_args: DataArguments, model_args: ModelArguments) -> list[str]:
@@ -326,7 +369,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     output_dir = Path(training_args.output_dir)
     all_results: dict[str, float] = {}
-    self_training = training_args.do_train and training_args.method != "source_only"
+    self_training = training_args.do_train and OBJECTIVES[training_args.method].self_training
     if self_training:
         pipeline = SelfTrainingPipeline(
             training_args,
@@ -337,6 +380,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             class_weights,
             eval_datasets=eval_datasets,
             report_datasets={name: datasets[name] for name in REPORTED_DATASETS if name in datasets},
+            code_switched=load_code_switched(data_args, training_args, labels, datasets),
         )
         model, stage_metrics = pipeline.run()
     trainer = MaralTrainer(

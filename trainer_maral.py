@@ -46,7 +46,8 @@ from modeling_maral import (
 logger = logging.getLogger(__name__)
 
 TRAINER_STATE_FILE = "maral_trainer_state.pt"
-METHODS = ("source_only", "self_training", "maral")
+# Every method of `OBJECTIVES` (the registry at the end of the objectives section), in the order of the docs.
+METHODS = ("source_only", "self_training", "maral", "contproto", "pram", "mcl")
 
 
 def _help(text: str) -> dict[str, str]:
@@ -121,12 +122,75 @@ class MaralSettings:
 
 
 @dataclass
-class MaralTrainingArguments(TrainingArguments, MaralSettings):
+class RelatedMethodSettings:
+    """Hyper-parameters of the related objectives (§8 of the method notes): ContProto, PRAM and MCL-NER.
+
+    ContProto also uses `ema_start`/`ema_end` (its pseudo-label EMA β) and the model's `contrastive_temperature`
+    (SupCon temperature, 0.07); MCL-NER uses `contrastive_temperature` for its InfoNCE terms.
+
+    Args:
+        contproto_prototype_momentum: EMA momentum α of ContProto's class prototypes.
+        contproto_warmup_epochs: epochs before ContProto starts refining pseudo-labels towards prototypes.
+        contproto_consistency_weight: weight of the symmetric-KL consistency between the two dropout views (L_reg).
+        pram_prototype_momentum: EMA momentum λ of PRAM's class prototypes (per-batch class means of source spans).
+        pram_temperature: temperature τ of PRAM's prototype-similarity distribution.
+        pram_source_weight, pram_target_weight: weights α and β of the source and target consistency (JS) terms.
+        pram_non_entity_rate: γ; at most γ x (number of entity spans) `O` spans enter a consistency term.
+        mcl_confidence_threshold: MCL-NER trains on target spans whose teacher confidence reaches this value.
+        mcl_contrast_weight: weight w₁ of the relation and sentence contrast terms (need code-switched data).
+        mcl_distill_weight: weight w₂ of the squared error to the teacher's span distributions.
+    """
+
+    contproto_prototype_momentum: float = field(default=0.99, metadata=_help("ContProto prototype EMA momentum α."))
+    contproto_warmup_epochs: int = field(
+        default=1, metadata=_help("Epochs before ContProto refines pseudo-labels towards the prototypes.")
+    )
+    contproto_consistency_weight: float = field(
+        default=0.0, metadata=_help("Weight of ContProto's symmetric-KL consistency between the two views.")
+    )
+    pram_prototype_momentum: float = field(default=0.9, metadata=_help("PRAM prototype EMA momentum λ."))
+    pram_temperature: float = field(default=0.2, metadata=_help("PRAM similarity temperature τ."))
+    pram_source_weight: float = field(default=1.0, metadata=_help("PRAM source consistency weight α."))
+    pram_target_weight: float = field(default=1.0, metadata=_help("PRAM target consistency weight β."))
+    pram_non_entity_rate: float = field(
+        default=1.5, metadata=_help("PRAM non-entity down-sampling γ (O spans per entity span).")
+    )
+    mcl_confidence_threshold: float = field(
+        default=0.9, metadata=_help("MCL-NER: smallest teacher confidence of a target span used for training.")
+    )
+    mcl_contrast_weight: float = field(
+        default=0.1, metadata=_help("MCL-NER contrast weight w₁ (relation + sentence; needs code-switched data).")
+    )
+    mcl_distill_weight: float = field(default=1.0, metadata=_help("MCL-NER distillation (MSE) weight w₂."))
+
+    def validate_related_settings(self) -> None:
+        """Raises a `ValueError` naming the flag of an invalid setting."""
+        checks = [
+            ("contproto_prototype_momentum", 0 <= self.contproto_prototype_momentum < 1, "must be in [0, 1)"),
+            ("contproto_warmup_epochs", self.contproto_warmup_epochs >= 0, "must be >= 0"),
+            ("contproto_consistency_weight", self.contproto_consistency_weight >= 0, "must be >= 0"),
+            ("pram_prototype_momentum", 0 <= self.pram_prototype_momentum < 1, "must be in [0, 1)"),
+            ("pram_temperature", self.pram_temperature > 0, "must be > 0"),
+            ("pram_source_weight", self.pram_source_weight >= 0, "must be >= 0"),
+            ("pram_target_weight", self.pram_target_weight >= 0, "must be >= 0"),
+            ("pram_non_entity_rate", self.pram_non_entity_rate >= 0, "must be >= 0"),
+            ("mcl_confidence_threshold", 0 <= self.mcl_confidence_threshold <= 1, "must be in [0, 1]"),
+            ("mcl_contrast_weight", self.mcl_contrast_weight >= 0, "must be >= 0"),
+            ("mcl_distill_weight", self.mcl_distill_weight >= 0, "must be >= 0"),
+        ]
+        for name, valid, requirement in checks:
+            if not valid:
+                raise ValueError(f"`--{name}` {requirement}; got {getattr(self, name)!r}.")
+
+
+@dataclass
+class MaralTrainingArguments(TrainingArguments, MaralSettings, RelatedMethodSettings):
     """`TrainingArguments` plus the cross-lingual training settings (and `MaralSettings` for the student).
 
     Args:
-        method: `source_only` trains the teacher alone (source CE + target MLM); `maral` adds pseudo-labelling and
-            the MARAL student stage.
+        method: the training objective (`OBJECTIVES`): `source_only` trains the teacher alone (source CE + target
+            MLM) and `pram` is end-to-end; `self_training`, `maral`, `contproto` and `mcl` add pseudo-labelling by the
+            teacher and a student stage.
         mlm_weight: weight of the target-text MLM auxiliary in the teacher stage (1e-3 in the paper; 0 disables).
         target_batch_size: target sentences per step (defaults to `per_device_train_batch_size`).
         eval_decoding: overlap resolution in evaluation (`greedy`, `legacy`, `none`); the model's default if unset.
@@ -182,6 +246,7 @@ class MaralTrainingArguments(TrainingArguments, MaralSettings):
         if self.teacher_epochs is not None and self.teacher_epochs <= 0:
             raise ValueError(f"`--teacher_epochs` must be > 0; got {self.teacher_epochs}.")
         self.validate_settings()
+        self.validate_related_settings()
         # Span batches carry custom keys: keep every column and name the label key explicitly.
         self.remove_unused_columns = False
         self.label_names = ["labels"]
@@ -267,6 +332,9 @@ class TrainingObjective:
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Returns the loss of one step and the named loss terms to log."""
         raise NotImplementedError
+
+    def observe_loss_terms(self, terms: dict[str, float]) -> None:
+        """Receives the loss terms of every step (objectives with per-epoch diagnostics average them)."""
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -666,12 +734,20 @@ class PseudoLabelObjective(TrainingObjective):
         self.epoch = -1
         self.finished_epoch = -1
         self.history: list[dict[str, Any]] = []
+        self.loss_term_sums: dict[str, list[float]] = {}  # name -> [sum, steps] over the current epoch
 
     def on_epoch_begin(self, trainer, epoch):
         if epoch > self.epoch:  # not when resuming inside an epoch whose start-of-epoch work is done
             self._finish_pending_epoch(trainer)
             self.epoch = epoch
+            self.loss_term_sums = {}
             self.start_epoch(trainer, epoch)
+
+    def observe_loss_terms(self, terms):
+        for name, value in terms.items():
+            total = self.loss_term_sums.setdefault(name, [0.0, 0])
+            total[0] += value
+            total[1] += 1
 
     def on_train_end(self, trainer):
         self._finish_pending_epoch(trainer)
@@ -687,6 +763,7 @@ class PseudoLabelObjective(TrainingObjective):
             self.finished_epoch = epoch
             self.end_epoch(trainer, epoch)
             record = {"epoch": epoch, **self.diagnostics(trainer)}
+            record["loss_terms"] = {name: total / steps for name, (total, steps) in self.loss_term_sums.items()}
             record["visited_fraction"] = float(self.store.visited.float().mean())
             if self.gold_by_sentence is not None:
                 record["pseudo_label_oracle"] = self.store.oracle_metrics(self.gold_by_sentence, self.pruning)
@@ -721,12 +798,14 @@ class PseudoLabelObjective(TrainingObjective):
             "epoch": torch.tensor(self.epoch),
             "finished_epoch": torch.tensor(self.finished_epoch),
             "history": json.dumps(self.history),
+            "loss_term_sums": json.dumps(self.loss_term_sums),
         }
 
     def load_state_dict(self, state):
         self.store = PseudoLabelStore.from_state_dict(state["store"])
         self.epoch, self.finished_epoch = int(state["epoch"]), int(state["finished_epoch"])
         self.history = json.loads(state["history"])
+        self.loss_term_sums = json.loads(state.get("loss_term_sums", "{}"))
 
 
 class SelfTrainingObjective(PseudoLabelObjective):
@@ -1013,6 +1092,606 @@ class MaralObjective(PseudoLabelObjective):
             generator.set_state(generator_state)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Pieces shared by the related objectives: prototypes, contrastive and consistency losses
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class ClassPrototypes:
+    """EMA class prototypes over L2-normalised features (ContProto's `φ_c`, PRAM's `C_k`).
+
+    Prototypes start at zero (cosine 0 to everything) and are L2-normalised after every update.
+
+    Args:
+        num_labels: number of classes.
+        momentum: EMA momentum (weight of the old prototype).
+        per_span: `True` applies the EMA span by span in batch order (ContProto); `False` moves each class once per
+            batch towards the mean of its spans (PRAM).
+
+    Example:
+        >>> prototypes = ClassPrototypes(num_labels=2, momentum=0.5)
+        >>> prototypes.update(torch.tensor([[1.0, 0.0]]), torch.tensor([1]))
+        >>> prototypes.vectors.tolist()
+        [[0.0, 0.0], [1.0, 0.0]]
+    """
+
+    def __init__(self, num_labels: int, momentum: float, per_span: bool = True) -> None:
+        self.num_labels = num_labels
+        self.momentum = momentum
+        self.per_span = per_span
+        self.vectors = torch.zeros(num_labels, 0)
+
+    @torch.no_grad()
+    def update(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """Moves the prototypes of the classes in `labels` towards their `features` (`(M, d)`, detached)."""
+        features = features.detach().float().cpu()
+        labels = labels.cpu()
+        if self.vectors.size(1) != features.size(1):
+            self.vectors = torch.zeros(self.num_labels, features.size(1))
+        if len(labels) == 0:
+            return
+        counts = torch.bincount(labels, minlength=self.num_labels).float()
+        if self.per_span:
+            # Sequential EMA in closed form: φ ← α^n φ + (1-α) Σ_i α^(n-1-i) x_i over the class's spans in order.
+            rank = (F.one_hot(labels, self.num_labels).cumsum(0).gather(1, labels.unsqueeze(1)).squeeze(1) - 1).float()
+            weights = (1 - self.momentum) * self.momentum ** (counts[labels] - 1 - rank)
+            decay = self.momentum**counts
+            moved = torch.zeros_like(self.vectors).index_add_(0, labels, weights.unsqueeze(1) * features)
+        else:
+            means = torch.zeros_like(self.vectors).index_add_(0, labels, features) / counts.clamp(min=1).unsqueeze(1)
+            decay = torch.where(counts > 0, torch.tensor(self.momentum), torch.tensor(1.0))
+            moved = (1 - decay).unsqueeze(1) * means
+        self.vectors = F.normalize(decay.unsqueeze(1) * self.vectors + moved, dim=-1)
+
+    def similarities(self, features: torch.Tensor) -> torch.Tensor:
+        """`(M, C)` cosine similarities of unit-norm `features` to the prototypes."""
+        return features @ self.vectors.to(features).T
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"vectors": self.vectors}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.vectors = state["vectors"]
+
+
+def supervised_contrastive_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SupCon (Khosla et al., 2020) over unit-norm features: every anchor with a positive (same label, not itself)
+    gets `-mean_p log(exp(z·z_p/T) / Σ_{a≠anchor} exp(z·z_a/T))`; the loss is the mean over those anchors
+    (0 when there is none).
+
+    Example:
+        >>> features = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+        >>> round(supervised_contrastive_loss(features, torch.tensor([0, 0, 1]), 1.0).item(), 4)  # -log(e/(e+1))
+        0.3133
+    """
+    count = len(features)
+    self_pairs = torch.eye(count, dtype=torch.bool, device=features.device)
+    positives = (labels.unsqueeze(0) == labels.unsqueeze(1)) & ~self_pairs
+    anchors = positives.any(1)
+    if not anchors.any():
+        return features.sum() * 0.0
+    similarity = (features.float() @ features.float().T / temperature).masked_fill(self_pairs, -math.inf)
+    log_probability = similarity - torch.logsumexp(similarity, dim=1, keepdim=True)
+    positive_log_probability = log_probability.masked_fill(~positives, 0.0).sum(1)
+    return -(positive_log_probability[anchors] / positives.sum(1)[anchors]).mean()
+
+
+def info_nce(anchors: torch.Tensor, positives: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE between paired unit-norm rows (row i of `anchors` ↔ row i of `positives`, the other rows of
+    the batch are the negatives); 0 for no pairs.
+
+    Example:
+        >>> pairs = torch.eye(2)
+        >>> round(info_nce(pairs, pairs, 1.0).item(), 4)  # -log(e/(e+1))
+        0.3133
+    """
+    if len(anchors) == 0:
+        return anchors.sum() * 0.0
+    logits = anchors.float() @ positives.float().T / temperature
+    targets = torch.arange(len(anchors), device=anchors.device)
+    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+
+
+def symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+    """`(KL(p_a‖p_b) + KL(p_b‖p_a)) / 2`, averaged over rows (R-Drop style consistency of two dropout views)."""
+    if len(logits_a) == 0:
+        return logits_a.sum() * 0.0
+    log_a, log_b = logits_a.float().log_softmax(-1), logits_b.float().log_softmax(-1)
+    kl_ab = (log_a.exp() * (log_a - log_b)).sum(-1)
+    kl_ba = (log_b.exp() * (log_b - log_a)).sum(-1)
+    return ((kl_ab + kl_ba) / 2).mean()
+
+
+def jensen_shannon_divergence(p: torch.Tensor, q: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Mean over rows of `JS(p‖q) = (KL(p‖m) + KL(q‖m)) / 2` with `m = (p + q) / 2` (natural log; 0 for no rows).
+
+    Example:
+        >>> round(jensen_shannon_divergence(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])).item(), 4)
+        0.6931
+    """
+    if len(p) == 0:
+        return p.sum() * 0.0
+    middle = (p + q) / 2
+
+    def kl_to_middle(distribution: torch.Tensor) -> torch.Tensor:
+        return (distribution * (torch.log(distribution + eps) - torch.log(middle + eps))).sum(-1)
+
+    return ((kl_to_middle(p) + kl_to_middle(q)) / 2).mean()
+
+
+def downsample_non_entities(labels: torch.Tensor, rate: float, generator: torch.Generator) -> torch.Tensor:
+    """Keeps every entity span (label ≠ 0) and at most `rate x #entities` random `O` spans; returns the keep mask.
+
+    Example:
+        >>> keep = downsample_non_entities(torch.tensor([0, 0, 0, 0, 2]), 2.0, torch.Generator().manual_seed(0))
+        >>> int(keep.sum()), bool(keep[4])
+        (3, True)
+    """
+    is_entity = labels != 0
+    budget = int(rate * int(is_entity.sum()))
+    non_entities = torch.nonzero(~is_entity).squeeze(1)
+    chosen = non_entities[torch.randperm(len(non_entities), generator=generator)[:budget].to(labels.device)]
+    keep = is_entity.clone()
+    keep[chosen] = True
+    return keep
+
+
+def prototype_refinement(
+    soft_labels: torch.Tensor, similarities: torch.Tensor, margins: torch.Tensor, momentum: float
+) -> torch.Tensor:
+    """ContProto's pseudo-label update: each row moves by EMA (`momentum` β) towards the one-hot of its most similar
+    prototype when that prototype is `O` or the similarity exceeds the class margin; other rows stay.
+
+    Example:
+        >>> soft = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+        >>> similarity = torch.tensor([[0.1, 0.9], [0.1, 0.3]])
+        >>> prototype_refinement(soft, similarity, torch.tensor([0.0, 0.5]), 0.5).tolist()
+        [[0.5, 0.5], [1.0, 0.0]]
+    """
+    nearest = similarities.argmax(1)
+    nearest_similarity = similarities.gather(1, nearest.unsqueeze(1)).squeeze(1)
+    passes = (nearest == 0) | (nearest_similarity > margins.to(similarities)[nearest])
+    target = F.one_hot(nearest, soft_labels.size(1)).to(soft_labels)
+    return torch.where(passes.unsqueeze(1), momentum * soft_labels + (1 - momentum) * target, soft_labels)
+
+
+def class_means(sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Per-class means `sums / counts`; `+inf` for classes without members (no margin can be passed)."""
+    return torch.where(counts > 0, sums / counts.clamp(min=1), torch.full_like(sums, math.inf))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Related objectives (§8 of the method notes)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class ContProtoObjective(PseudoLabelObjective):
+    """ContProto (Zhou et al., ACL 2023) in the span framework: every source and target batch passes twice (two
+    dropout views); class-weighted CE on source gold + soft CE on the target pseudo-labels (logits), SupCon over the
+    projections of both views (source labels = gold, target labels = the current prediction), EMA prototypes, and
+    from epoch `contproto_warmup_epochs` on, pseudo-labels moved towards the nearest prototype when it is `O` or
+    passes its class's automatic margin (mean similarity of last epoch's spans of that pseudo-class).
+
+    The upstream target-gold span weights are not ported (§8): every target span has weight 1.
+    """
+
+    name = "contproto"
+
+    def __init__(
+        self,
+        store: PseudoLabelStore,
+        class_weights: torch.Tensor | None,
+        settings: MaralTrainingArguments,
+        num_epochs: int,
+        temperature: float,
+        gold_by_sentence: dict[int, list[tuple[int, int, int]]] | None = None,
+    ) -> None:
+        super().__init__(store, class_weights, settings.pseudo_label_pruning, gold_by_sentence)
+        self.settings = settings
+        self.num_epochs = num_epochs
+        self.temperature = temperature
+        self.prototypes = ClassPrototypes(store.num_labels, settings.contproto_prototype_momentum, per_span=True)
+        self.margins = torch.full((store.num_labels,), math.inf)
+        self._reset_similarity_sums()
+
+    def start_epoch(self, trainer, epoch):
+        self._reset_similarity_sums()
+
+    def end_epoch(self, trainer, epoch):
+        self.margins = class_means(self.similarity_sums, self.similarity_counts).float()
+
+    def diagnostics(self, trainer) -> dict[str, Any]:
+        labels = _unwrap(trainer.model).config.labels
+        return {"prototype_margins": dict(zip(labels, [None if math.isinf(m) else m for m in self.margins.tolist()]))}
+
+    def compute_loss(self, trainer, model, inputs):
+        device = trainer.args.device
+        mask, gold = inputs["span_mask"], inputs["labels"].clamp(min=0)
+        source_views = [model(**model_inputs(inputs)) for _ in range(2)]
+        source_loss = sum(span_cross_entropy(view.logits, gold, mask, self.class_weights) for view in source_views) / 2
+        target_batch = trainer.target_stream.next_batch()
+        first_view, target_mask, rows = self.target_forward(model, target_batch, device)
+        second_view = model(**model_inputs({key: value.to(device) for key, value in target_batch.items()}))
+        target_views = [first_view, second_view]
+        soft = self.store.probabilities[rows].to(device)
+        target_loss = sum(soft_cross_entropy(view.logits[target_mask].float(), soft) for view in target_views) / 2
+        predicted = first_view.logits[target_mask].detach().argmax(1)
+        features = torch.cat(
+            [view.projections[mask] for view in source_views]
+            + [view.projections[target_mask] for view in target_views]
+        )
+        contrast_labels = torch.cat([gold[mask], gold[mask], predicted, predicted])
+        contrastive_loss = supervised_contrastive_loss(features, contrast_labels, self.temperature)
+        loss = source_loss + target_loss + contrastive_loss
+        logs = {
+            "source_loss": source_loss.item(),
+            "target_loss": target_loss.item(),
+            "contrastive_loss": contrastive_loss.item(),
+        }
+        if self.settings.contproto_consistency_weight > 0:
+            consistency = symmetric_kl(
+                torch.cat([source_views[0].logits[mask], first_view.logits[target_mask]]),
+                torch.cat([source_views[1].logits[mask], second_view.logits[target_mask]]),
+            )
+            loss = loss + self.settings.contproto_consistency_weight * consistency
+            logs["consistency_loss"] = consistency.item()
+        target_features = first_view.projections[target_mask].detach()
+        self.prototypes.update(
+            torch.cat([source_views[0].projections[mask].detach(), target_features]),
+            torch.cat([gold[mask], predicted]),
+        )
+        self._update_pseudo_labels(rows, soft, target_features)
+        return loss, logs
+
+    def _update_pseudo_labels(self, rows: torch.Tensor, soft: torch.Tensor, features: torch.Tensor) -> None:
+        """Accumulates this epoch's margin statistics and, after the warm-up, refines the batch's pseudo-labels."""
+        similarities = self.prototypes.similarities(features).cpu()
+        hard = soft.argmax(1).cpu()
+        self.similarity_sums.index_add_(0, hard, similarities.gather(1, hard.unsqueeze(1)).squeeze(1).double())
+        self.similarity_counts += torch.bincount(hard, minlength=self.store.num_labels).double()
+        warmup = self.settings.contproto_warmup_epochs
+        if self.epoch >= warmup:
+            momentum = ema_momentum(
+                self.epoch, self.num_epochs, self.settings.ema_start, self.settings.ema_end, warmup
+            )
+            self.store.probabilities[rows] = prototype_refinement(soft.cpu(), similarities, self.margins, momentum)
+
+    def _reset_similarity_sums(self) -> None:
+        self.similarity_sums = torch.zeros(self.store.num_labels, dtype=torch.float64)
+        self.similarity_counts = torch.zeros(self.store.num_labels, dtype=torch.float64)
+
+    def state_dict(self):
+        return {
+            **super().state_dict(),
+            "prototypes": self.prototypes.state_dict(),
+            "margins": self.margins,
+            "similarity_sums": self.similarity_sums,
+            "similarity_counts": self.similarity_counts,
+        }
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.prototypes.load_state_dict(state["prototypes"])
+        self.margins = state["margins"]
+        self.similarity_sums, self.similarity_counts = state["similarity_sums"], state["similarity_counts"]
+
+
+def attribution_consistency(
+    logits: torch.Tensor, features: torch.Tensor, prototypes: ClassPrototypes, temperature: float
+) -> torch.Tensor:
+    """PRAM's attribution-prediction consistency: `JS(softmax(cos(h, C)/τ) ‖ softmax(logits))`, with gradients
+    through both the features and the classifier."""
+    similarity_distribution = (prototypes.similarities(features.float()) / temperature).softmax(-1)
+    return jensen_shannon_divergence(similarity_distribution, logits.float().softmax(-1))
+
+
+class PramObjective(TrainingObjective):
+    """PRAM (Huang et al., Findings ACL 2023) in the span framework, end-to-end without a teacher: class-weighted CE
+    on source gold spans + α JS(q‖p) on source spans + β JS(q‖p) on target spans, where `q` is the softmax of the
+    cosine similarities of a span's projection to EMA prototypes of the source classes and `p` the classifier's
+    distribution; `O` spans are down-sampled to at most γ per entity span (target labels = the prediction).
+    """
+
+    name = "pram"
+
+    def __init__(
+        self, class_weights: torch.Tensor | None, num_labels: int, settings: MaralTrainingArguments, seed: int = 0
+    ) -> None:
+        self.class_weights = class_weights
+        self.settings = settings
+        self.prototypes = ClassPrototypes(num_labels, settings.pram_prototype_momentum, per_span=False)
+        self.sampling_generator = torch.Generator().manual_seed(seed)
+
+    def compute_loss(self, trainer, model, inputs):
+        settings = self.settings
+        output = model(**model_inputs(inputs))
+        mask, gold = inputs["span_mask"], inputs["labels"].clamp(min=0)
+        source_loss = span_cross_entropy(output.logits, gold, mask, self.class_weights)
+        features, logits, labels = output.projections[mask], output.logits[mask], gold[mask]
+        self.prototypes.update(features, labels)
+        keep = downsample_non_entities(labels, settings.pram_non_entity_rate, self.sampling_generator)
+        source_consistency = attribution_consistency(
+            logits[keep], features[keep], self.prototypes, settings.pram_temperature
+        )
+        target_batch = {
+            key: value.to(trainer.args.device) for key, value in trainer.target_stream.next_batch().items()
+        }
+        target_output = model(**model_inputs(target_batch))
+        target_mask = target_batch["span_mask"]
+        target_logits, target_features = target_output.logits[target_mask], target_output.projections[target_mask]
+        keep = downsample_non_entities(
+            target_logits.detach().argmax(1), settings.pram_non_entity_rate, self.sampling_generator
+        )
+        target_consistency = attribution_consistency(
+            target_logits[keep], target_features[keep], self.prototypes, settings.pram_temperature
+        )
+        loss = (
+            source_loss
+            + settings.pram_source_weight * source_consistency
+            + settings.pram_target_weight * target_consistency
+        )
+        return loss, {
+            "source_loss": source_loss.item(),
+            "source_consistency": source_consistency.item(),
+            "target_consistency": target_consistency.item(),
+        }
+
+    def state_dict(self):
+        return {"prototypes": self.prototypes.state_dict(), "generator": self.sampling_generator.get_state()}
+
+    def load_state_dict(self, state):
+        self.prototypes.load_state_dict(state["prototypes"])
+        self.sampling_generator.set_state(state["generator"])
+
+
+def entity_positions(span_labels: torch.Tensor) -> list[torch.Tensor]:
+    """Per sentence, the span positions of gold entities (label > 0), in span order."""
+    return [torch.nonzero(row > 0).squeeze(1) for row in span_labels]
+
+
+class MclObjective(PseudoLabelObjective):
+    """MCL-NER's student stage (Mo et al., AAAI 2024) in the span framework (a span = a start-end relation):
+    source class-weighted CE + CE on the target spans whose teacher confidence reaches `mcl_confidence_threshold`
+    (hard pseudo-labels) + w₂ x squared error between the student's and the teacher's span distributions; with
+    code-switched counterparts of the source sentences, + w₁ x (relation contrast between each source entity span
+    and its counterpart + sentence-level InfoNCE between a source sentence and its counterpart).
+
+    Args:
+        store: the teacher's pseudo-labels (kept fixed).
+        class_weights: source span class weights.
+        settings: the training arguments.
+        temperature: InfoNCE temperature.
+        code_switched: `{source sentence_id: {"tokens", "spans"}}` (see `data_loading.code_switch`), or `None`.
+        gold_by_sentence: optional target gold spans, for the oracle diagnostics only.
+    """
+
+    name = "mcl"
+
+    def __init__(
+        self,
+        store: PseudoLabelStore,
+        class_weights: torch.Tensor | None,
+        settings: MaralTrainingArguments,
+        temperature: float,
+        code_switched: dict[int, dict[str, Any]] | None = None,
+        gold_by_sentence: dict[int, list[tuple[int, int, int]]] | None = None,
+    ) -> None:
+        super().__init__(store, class_weights, settings.pseudo_label_pruning, gold_by_sentence)
+        self.settings = settings
+        self.temperature = temperature
+        self.code_switched = code_switched
+        if not code_switched:
+            logger.info(
+                "MCL-NER: no code-switched data (--code_switched_file or --bilingual_dictionary): the relation and "
+                "sentence contrast terms are off."
+            )
+
+    def compute_loss(self, trainer, model, inputs):
+        settings, device = self.settings, trainer.args.device
+        use_contrast = bool(self.code_switched) and settings.mcl_contrast_weight > 0
+        output = model(
+            **model_inputs(inputs), return_projections=use_contrast, return_sentence_embeddings=use_contrast
+        )
+        source_loss = span_cross_entropy(output.logits, inputs["labels"], inputs["span_mask"], self.class_weights)
+        target_output, mask, rows = self.target_forward(
+            model, trainer.target_stream.next_batch(), device, return_projections=False
+        )
+        teacher = self.store.probabilities[rows].to(device)
+        logits = target_output.logits[mask].float()
+        confidence, pseudo_labels = teacher.max(1)
+        confident = confidence >= settings.mcl_confidence_threshold
+        target_loss = (
+            F.cross_entropy(logits[confident], pseudo_labels[confident]) if confident.any() else logits.sum() * 0.0
+        )
+        distillation = F.mse_loss(logits.softmax(-1), teacher) if len(logits) else logits.sum() * 0.0
+        loss = source_loss + target_loss + settings.mcl_distill_weight * distillation
+        logs = {
+            "source_loss": source_loss.item(),
+            "target_loss": target_loss.item(),
+            "distillation_loss": distillation.item(),
+            "confident_fraction": float(confident.float().mean()) if len(confident) else 0.0,
+        }
+        if use_contrast:
+            relation, sentence = self._contrast(trainer, model, inputs, output, device)
+            loss = loss + settings.mcl_contrast_weight * (relation + sentence)
+            logs.update(relation_contrast=relation.item(), sentence_contrast=sentence.item())
+        return loss, logs
+
+    def _contrast(self, trainer, model, inputs, output, device):
+        """Relation (entity span ↔ counterpart span) and sentence (sentence ↔ counterpart) InfoNCE terms."""
+        sentence_ids = inputs["sentence_ids"].tolist()
+        paired = [index for index, sentence_id in enumerate(sentence_ids) if sentence_id in self.code_switched]
+        if not paired:
+            zero = output.logits.sum() * 0.0
+            return zero, zero
+        rows = [self.code_switched[sentence_ids[index]] for index in paired]
+        switched_batch = {key: value.to(device) for key, value in trainer.data_collator(rows).items()}
+        switched = model(**model_inputs(switched_batch), return_sentence_embeddings=True)
+        source_entities = entity_positions(inputs["labels"][paired])
+        switched_entities = entity_positions(switched_batch["labels"])
+        anchors, positives = [], []
+        for row, (source_positions, switched_positions) in enumerate(zip(source_entities, switched_entities)):
+            if len(source_positions) == len(switched_positions):  # else truncation dropped one side's entity
+                anchors.append(output.projections[paired[row], source_positions])
+                positives.append(switched.projections[row, switched_positions])
+        if anchors:
+            relation = info_nce(torch.cat(anchors), torch.cat(positives), self.temperature)
+        else:
+            relation = output.logits.sum() * 0.0
+        sentence = info_nce(output.sentence_embeddings[paired], switched.sentence_embeddings, self.temperature)
+        return relation, sentence
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The registry of objectives
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ObjectiveContext:
+    """What an objective may be built from.
+
+    Args:
+        args: the run's `MaralTrainingArguments`.
+        num_labels: number of classes (with `O`).
+        class_weights: source span class weights.
+        source_class_counts: span counts per class of the source training set.
+        store: the pseudo-labels a student trains on (self-training methods).
+        has_target_text: whether the trainer has a target-text stream.
+        round_index: self-training round (1-based; 0 for single-stage training).
+        temperature: the model's contrastive temperature.
+        code_switched: code-switched counterparts of the source sentences (MCL-NER).
+        gold_by_sentence: target gold spans, for oracle diagnostics only.
+    """
+
+    args: MaralTrainingArguments
+    num_labels: int
+    class_weights: torch.Tensor | None = None
+    source_class_counts: np.ndarray | None = None
+    store: PseudoLabelStore | None = None
+    has_target_text: bool = False
+    round_index: int = 0
+    temperature: float = 0.07
+    code_switched: dict[int, dict[str, Any]] | None = None
+    gold_by_sentence: dict[int, list[tuple[int, int, int]]] | None = None
+
+    @property
+    def num_epochs(self) -> int:
+        return math.ceil(self.args.num_train_epochs)
+
+    @property
+    def seed(self) -> int:
+        return self.args.seed + self.round_index
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """A registered training method.
+
+    Attributes:
+        name: the `--method` value.
+        summary: one line for the docs.
+        self_training: `True` when the method is a student trained on a teacher's pseudo-labels (teacher stage,
+            then `--self_training_rounds` student rounds); `False` for single-stage training.
+        build: `build(context)` returns the `TrainingObjective`.
+    """
+
+    name: str
+    summary: str
+    self_training: bool
+    build: Any
+
+
+OBJECTIVES: dict[str, ObjectiveSpec] = {}
+
+
+def register_objective(name: str, summary: str, self_training: bool):
+    """Decorator registering `build(context) -> TrainingObjective` as `--method name`."""
+
+    def decorator(build):
+        OBJECTIVES[name] = ObjectiveSpec(name, summary, self_training, build)
+        return build
+
+    return decorator
+
+
+def build_objective(method: str, context: ObjectiveContext) -> TrainingObjective:
+    """The objective of `--method` (see `OBJECTIVES`)."""
+    if method not in OBJECTIVES:
+        raise ValueError(f"`--method` must be one of {', '.join(OBJECTIVES)}; got {method!r}.")
+    spec = OBJECTIVES[method]
+    if spec.self_training and context.store is None:
+        raise ValueError(f"--method {method} trains a student on pseudo-labels: build it with a PseudoLabelStore.")
+    return spec.build(context)
+
+
+def _needs_target_text(method: str, context: ObjectiveContext) -> None:
+    if not context.has_target_text:
+        raise ValueError(f"--method {method} needs --target_unlabeled_file (the target-language text).")
+
+
+@register_objective("source_only", "Teacher alone: source class-weighted CE + target MLM.", self_training=False)
+def _build_source_only(context: ObjectiveContext) -> TrainingObjective:
+    args = context.args
+    return SourceObjective(
+        class_weights=context.class_weights,
+        mlm_weight=args.mlm_weight if context.has_target_text else 0.0,
+        mlm_mask_rate=args.mlm_mask_rate,
+        hide_masked_tokens=args.mlm_hide_masked_tokens,
+        seed=args.seed,
+    )
+
+
+@register_objective("self_training", "Student on the teacher's fixed soft pseudo-labels.", self_training=True)
+def _build_self_training(context: ObjectiveContext) -> TrainingObjective:
+    return SelfTrainingObjective(
+        context.store, context.class_weights, context.args.pseudo_label_pruning, context.gold_by_sentence
+    )
+
+
+@register_objective("maral", "MARAL: vMF head, adaptive reweighting, progressive adaptation.", self_training=True)
+def _build_maral(context: ObjectiveContext) -> TrainingObjective:
+    return MaralObjective(
+        context.store,
+        context.source_class_counts,
+        context.class_weights,
+        settings=context.args,
+        num_epochs=context.num_epochs,
+        seed=context.seed,
+        gold_by_sentence=context.gold_by_sentence,
+    )
+
+
+@register_objective("contproto", "ContProto: two-view SupCon + prototype pseudo-label refinement.", self_training=True)
+def _build_contproto(context: ObjectiveContext) -> TrainingObjective:
+    return ContProtoObjective(
+        context.store,
+        context.class_weights,
+        context.args,
+        context.num_epochs,
+        context.temperature,
+        context.gold_by_sentence,
+    )
+
+
+@register_objective("pram", "PRAM: prototype attribution-prediction consistency, end-to-end.", self_training=False)
+def _build_pram(context: ObjectiveContext) -> TrainingObjective:
+    _needs_target_text("pram", context)
+    return PramObjective(context.class_weights, context.num_labels, context.args, seed=context.seed)
+
+
+@register_objective("mcl", "MCL-NER, span form: confident-label CE + distillation + contrast.", self_training=True)
+def _build_mcl(context: ObjectiveContext) -> TrainingObjective:
+    return MclObjective(
+        context.store,
+        context.class_weights,
+        context.args,
+        context.temperature,
+        context.code_switched,
+        context.gold_by_sentence,
+    )
+
+
 def with_length_column(dataset, column: str):
     """Adds the number of words of each sentence as `column` (for `--train_sampling_strategy group_by_length`)."""
     if column in dataset.column_names:
@@ -1053,7 +1732,8 @@ class MaralTrainer(Trainer):
         eval_dataset: a dataset or a dict of named datasets (e.g. `source_dev`, `target_test`); each is scored
             with span F1 and seqeval (`eval_<name>_span_f1`, `eval_<name>_seqeval_f1`, ...).
         target_dataset: unlabelled target dataset (`tokens`, optionally `gold_spans` for diagnostics only).
-        objective: the `TrainingObjective`; defaults to `SourceObjective` built from `args` and `class_weights`.
+        objective: the `TrainingObjective`; defaults to the objective of `args.method` when it is a single-stage
+            method (`source_only`, `pram`), else to the teacher's `SourceObjective`.
         class_weights: span class weights of the source loss.
         processing_class: the fast tokenizer.
         **kwargs: passed to `transformers.Trainer`.
@@ -1095,12 +1775,17 @@ class MaralTrainer(Trainer):
             processing_class=processing_class,
             **kwargs,
         )
-        self.objective = objective or SourceObjective(
-            class_weights=class_weights,
-            mlm_weight=args.mlm_weight if target_dataset is not None else 0.0,
-            mlm_mask_rate=args.mlm_mask_rate,
-            hide_masked_tokens=args.mlm_hide_masked_tokens,
-            seed=args.seed,
+        # Without an explicit objective: the method's own for single-stage methods, the teacher's otherwise.
+        default_method = "source_only" if OBJECTIVES[args.method].self_training else args.method
+        self.objective = objective or build_objective(
+            default_method,
+            ObjectiveContext(
+                args,
+                config.num_labels,
+                class_weights,
+                has_target_text=target_dataset is not None,
+                temperature=config.contrastive_temperature,
+            ),
         )
         self.target_dataset = target_dataset
         self.target_stream = (
@@ -1146,6 +1831,7 @@ class MaralTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Delegates to the objective and remembers its loss terms for the next log line."""
         loss, terms = self.objective.compute_loss(self, model, inputs)
+        self.objective.observe_loss_terms(terms)
         for name, value in terms.items():
             self._loss_terms[name].append(value)
         return (loss, None) if return_outputs else loss
@@ -1258,7 +1944,7 @@ class SelfTrainingPipeline:
     checkpoint).
 
     Args:
-        args: `MaralTrainingArguments` (`method="maral"`).
+        args: `MaralTrainingArguments` (a self-training `method`: `self_training`, `maral`, `contproto`, `mcl`).
         build_model: `build_model(path)` returns a fresh model on the base encoder (`path=None`) or loads the model
             saved at `path`, with the run's settings (frozen embeddings etc.).
         source_train: labelled source dataset.
@@ -1267,6 +1953,7 @@ class SelfTrainingPipeline:
         class_weights: source span class weights.
         eval_datasets: datasets evaluated during training (`source_dev` selects the teacher epoch).
         report_datasets: datasets scored after every stage (per-round metrics).
+        code_switched: code-switched counterparts of the source sentences (`--method mcl`).
     """
 
     def __init__(
@@ -1279,9 +1966,10 @@ class SelfTrainingPipeline:
         class_weights: torch.Tensor | None,
         eval_datasets: dict[str, Any] | None = None,
         report_datasets: dict[str, Any] | None = None,
+        code_switched: dict[int, dict[str, Any]] | None = None,
     ) -> None:
         if target_dataset is None:
-            raise ValueError("--method maral needs --target_unlabeled_file (the target-language text).")
+            raise ValueError(f"--method {args.method} needs --target_unlabeled_file (the target-language text).")
         self.args = args
         self.build_model = build_model
         self.source_train = source_train
@@ -1291,6 +1979,7 @@ class SelfTrainingPipeline:
         self.eval_datasets = eval_datasets or {}
         self.report_datasets = report_datasets or self.eval_datasets
         self.output_dir = Path(args.output_dir)
+        self.code_switched = code_switched
         self.gold = gold_spans_by_sentence(target_dataset)
 
     def run(self):
@@ -1380,7 +2069,22 @@ class SelfTrainingPipeline:
     ) -> dict[str, float]:
         args = self.args
         student = self.build_model(str(teacher_dir) if args.student_init == "teacher" else None)
-        objective = self._student_objective(PseudoLabelStore.load(labels_dir / PSEUDO_LABEL_FILE), round_index)
+        store = PseudoLabelStore.load(labels_dir / PSEUDO_LABEL_FILE)
+        objective = build_objective(
+            args.method,
+            ObjectiveContext(
+                args,
+                student.config.num_labels,
+                self.class_weights,
+                source_class_counts=self.source_class_counts,
+                store=store,
+                has_target_text=True,
+                round_index=round_index,
+                temperature=student.config.contrastive_temperature,
+                code_switched=self.code_switched,
+                gold_by_sentence=self.gold,
+            ),
+        )
         trainer = MaralTrainer(
             model=student,
             args=replace(args, output_dir=str(stage_dir)),
@@ -1399,20 +2103,6 @@ class SelfTrainingPipeline:
         return self._report(student, f"round_{round_index}")
 
     # -- helpers -------------------------------------------------------------------------------------------------
-
-    def _student_objective(self, store: PseudoLabelStore, round_index: int) -> PseudoLabelObjective:
-        """The objective of `--method`: `maral` or the plain `self_training` baseline."""
-        if self.args.method == "self_training":
-            return SelfTrainingObjective(store, self.class_weights, self.args.pseudo_label_pruning, self.gold)
-        return MaralObjective(
-            store,
-            self.source_class_counts,
-            self.class_weights,
-            settings=self.args,
-            num_epochs=math.ceil(self.args.num_train_epochs),
-            seed=self.args.seed + round_index,
-            gold_by_sentence=self.gold,
-        )
 
     def _label_target(self, model, stage_dir: Path) -> PseudoLabelStore:
         store = generate_pseudo_labels(

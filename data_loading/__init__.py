@@ -23,6 +23,12 @@ file (or ``"in-memory data"`` / ``"dataset"`` / the parameter), the record and t
 """
 
 from .builder import SpanNERBuilder, SpanNERConfig
+from .code_switch import (
+    code_switch_dataset,
+    code_switch_sentence,
+    load_code_switched_file,
+    read_bilingual_dictionary,
+)
 from .dataset import infer_labels, load_spans, normalize_labels, span_features, write_span_json
 from .errors import SpanDataError, SpanDataWarning
 from .readers import SpanRecord, iter_records
@@ -35,13 +41,17 @@ __all__ = [
     "SpanNERBuilder",
     "SpanNERConfig",
     "SpanRecord",
+    "code_switch_dataset",
+    "code_switch_sentence",
     "count_span_labels",
     "detect_tag_scheme",
     "infer_labels",
     "iter_records",
+    "load_code_switched_file",
     "load_spans",
     "normalize_labels",
     "num_enumerated_spans",
+    "read_bilingual_dictionary",
     "span_features",
     "tags_to_spans",
     "write_span_json",
