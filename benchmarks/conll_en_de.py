@@ -5,13 +5,15 @@
 The sample is the same for every method: the first 2,000 English training sentences, the first 1,000 English dev
 sentences (source F1), the first 2,000 German training sentences as unlabeled target text and the full German test
 set (`-DOCSTART-` lines dropped everywhere). Encoder: the offline multilingual-e5-small (`make encoder`), word
-embeddings frozen. Budget: the teacher (= `source_only`) trains 2 epochs; the students of `self_training` and
-`maral` train 2 epochs on top of that same teacher, which they load from the `source_only` run's output
-(`--teacher_checkpoint`), so every method shares one teacher.
+embeddings frozen. Budget: the teacher (= `source_only`) trains 2 epochs; the students of `self_training`, `maral`,
+`contproto` and `mcl` train 2 epochs on top of that same teacher, which they load from the `source_only` run's output
+(`--teacher_checkpoint`), so every method shares one teacher. `pram` (end-to-end, no student stage) continues
+training the shared teacher's weights for the same 2 epochs. `mcl` runs without code-switched data (no word list).
 
     python benchmarks/conll_en_de.py --method source_only
-    python benchmarks/conll_en_de.py --method maral          # needs the source_only run's model
+    python benchmarks/conll_en_de.py --method maral          # the others need the source_only run's model
     python benchmarks/conll_en_de.py --method self_training
+    python benchmarks/conll_en_de.py --method pram           # also contproto, mcl
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 import run_xner  # noqa: E402
-from trainer_maral import METHODS  # noqa: E402
+from trainer_maral import METHODS, OBJECTIVES  # noqa: E402
 
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "conll03_en_de"
 DEFAULT_ENCODER = REPO_ROOT / ".cache" / "encoders" / "multilingual-e5-small"
@@ -78,11 +80,15 @@ def build_argv(method: str, data_dir: Path, encoder: Path, output_dir: Path) -> 
         teacher = output_dir.parent / "conll_en_de_source_only"
         if not (teacher / "config.json").is_file():
             sys.exit(f"No teacher at {teacher}: run `--method source_only` first.")
-        settings.update(num_train_epochs=STUDENT_EPOCHS, teacher_checkpoint=str(teacher), **STUDENT_SETTINGS)
+        settings.update(num_train_epochs=STUDENT_EPOCHS, **STUDENT_SETTINGS)
+        if OBJECTIVES[method].self_training:
+            settings["teacher_checkpoint"] = str(teacher)
+        else:  # PRAM has no student stage: it continues from the shared teacher for the student epochs
+            settings["model_name_or_path"] = str(teacher)
     flags = [f"--{key}={value}" for key, value in settings.items()]
     flags += ["--freeze_word_embeddings", "--use_cpu", "--do_train", "--overwrite_output_dir"]
     # Students are scored after their stage (`round_1_*`); evaluating the same model again would cost minutes.
-    return flags + (["--do_eval", "--do_predict"] if method == "source_only" else [])
+    return flags + ([] if OBJECTIVES[method].self_training else ["--do_eval", "--do_predict"])
 
 
 def pseudo_label_oracle(output_dir: Path) -> list[dict]:
@@ -98,12 +104,20 @@ def pseudo_label_oracle(output_dir: Path) -> list[dict]:
     ]
 
 
+def student_epochs(output_dir: Path) -> list[dict]:
+    """The per-epoch records of the student stage (loss terms, priors, margins, reliable fractions, oracle F1)."""
+    log = output_dir / "self_training_log.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    return [record for record in records if record["stage"] != "teacher"]
+
+
 def summarize(method: str, results: dict[str, float], wall_seconds: float, argv: list[str], output_dir: Path) -> dict:
     """The result record written to `benchmarks/results/`."""
     students = ("round_1_source_dev", "round_1_target_test")
-    dev, test = ("eval_source_dev", "predict_target_test") if method == "source_only" else students
+    dev, test = students if OBJECTIVES[method].self_training else ("eval_source_dev", "predict_target_test")
     return {
         "pseudo_label_oracle_f1": pseudo_label_oracle(output_dir),
+        "student_epochs": student_epochs(output_dir),
         "method": method,
         "target_test_span_f1": results[f"{test}_span_f1"],
         "target_test_seqeval_f1": results[f"{test}_seqeval_f1"],
