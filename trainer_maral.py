@@ -1938,7 +1938,8 @@ class SelfTrainingPipeline:
     """Teacher -> student self-training (§1, §5, §6 of the method notes), one folder per stage.
 
     `args.output_dir` receives `teacher/` (model, `pseudo_labels.pt`, `stage.json`), `rounds/round_<r>/` (the
-    round's student, the pseudo-labels it gives the next round, `stage.json`) and `self_training_log.jsonl`. A stage
+    round's student, the pseudo-labels it gives the next round, the student objective's final state in
+    `maral_trainer_state.pt`, `stage.json`) and `self_training_log.jsonl`. A stage
     is built in `<folder>.partial` and renamed when complete, so an interrupted stage never looks finished and a
     rerun skips the finished ones (with `--resume_from_checkpoint`, the unfinished stage resumes from its last
     checkpoint).
@@ -2098,6 +2099,8 @@ class SelfTrainingPipeline:
         trainer.train(resume_from_checkpoint=self._last_checkpoint(stage_dir, resume))
         student = trainer.model
         student.save_pretrained(stage_dir)
+        # The objective's final state (refined pseudo-labels, reliable mask, priors, margins, bank) for inspection.
+        torch.save(trainer.trainer_state_dict(), stage_dir / TRAINER_STATE_FILE)
         self._label_target(student, stage_dir)
         self._append_log(stage_dir, [{"stage": f"round_{round_index}", **record} for record in objective.history])
         return self._report(student, f"round_{round_index}")
