@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -1911,6 +1912,40 @@ class MaralTrainer(Trainer):
 # ---------------------------------------------------------------------------------------------------------------
 
 STAGE_MARKER = "stage.json"
+# Arguments that do not change what a stage trains (a finished stage is reused when everything else matches).
+STAGE_INDEPENDENT_ARGUMENTS = frozenset(
+    {
+        "output_dir",
+        "logging_dir",
+        "run_name",
+        "resume_from_checkpoint",
+        "do_eval",
+        "do_predict",
+        "push_to_hub",
+        "hub_model_id",
+        "hub_token",
+        "report_to",
+        "logging_steps",
+        "disable_tqdm",
+        "per_device_eval_batch_size",
+    }
+)
+
+
+def dataset_fingerprint(dataset) -> str:
+    """A content hash of a span dataset (words and spans), to tell whether a finished stage used the same data."""
+    digest = hashlib.sha256()
+    for row in dataset.select_columns([c for c in ("sentence_id", "tokens", "spans") if c in dataset.column_names]):
+        digest.update(json.dumps(row, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def file_fingerprint(directory: str | os.PathLike) -> list[Any]:
+    """Size and modification time of the model files in `directory` (a retrained teacher changes them)."""
+    files = sorted(Path(directory).glob("*.safetensors")) + [Path(directory) / "config.json"]
+    return [(path.name, path.stat().st_size, path.stat().st_mtime_ns) for path in files if path.is_file()]
+
+
 PSEUDO_LABEL_FILE = "pseudo_labels.pt"
 SELF_TRAINING_LOG = "self_training_log.jsonl"
 
@@ -1941,8 +1976,9 @@ class SelfTrainingPipeline:
     round's student, the pseudo-labels it gives the next round, the student objective's final state in
     `maral_trainer_state.pt`, `stage.json`) and `self_training_log.jsonl`. A stage
     is built in `<folder>.partial` and renamed when complete, so an interrupted stage never looks finished and a
-    rerun skips the finished ones (with `--resume_from_checkpoint`, the unfinished stage resumes from its last
-    checkpoint).
+    rerun skips the finished ones when its settings, data and teacher are the same (`stage.json` holds their
+    fingerprint; otherwise the stage is trained again), and with `--resume_from_checkpoint` the unfinished stage
+    resumes from its last checkpoint.
 
     Args:
         args: `MaralTrainingArguments` (a self-training `method`: `self_training`, `maral`, `contproto`, `mcl`).
@@ -1987,6 +2023,7 @@ class SelfTrainingPipeline:
         """Trains the teacher (or loads `--teacher_checkpoint`) and every round; returns the last student and the
         per-stage metrics."""
         results: dict[str, float] = {}
+        self.fingerprint = self._settings_fingerprint()
         teacher_dir = self._run_stage("teacher", self._teacher_stage)
         results.update(self._stage_metrics(teacher_dir))
         labels_dir = teacher_dir
@@ -2004,11 +2041,31 @@ class SelfTrainingPipeline:
 
     # -- stages --------------------------------------------------------------------------------------------------
 
+    def _settings_fingerprint(self) -> str:
+        """Hash of everything a stage's result depends on: the training arguments, the data and the teacher."""
+        arguments = {
+            key: value for key, value in self.args.to_dict().items() if key not in STAGE_INDEPENDENT_ARGUMENTS
+        }
+        if self.args.teacher_checkpoint:
+            arguments["teacher_files"] = file_fingerprint(self.args.teacher_checkpoint)
+        arguments["source_data"] = dataset_fingerprint(self.source_train)
+        arguments["target_data"] = dataset_fingerprint(self.target_dataset)
+        arguments["code_switched"] = len(self.code_switched or {})
+        return hashlib.sha256(json.dumps(arguments, sort_keys=True, default=str).encode()).hexdigest()
+
     def _run_stage(self, relative: str, train) -> Path:
         final = self.output_dir / relative
         if (final / STAGE_MARKER).is_file():
-            logger.info("Stage %s is finished (%s): skipping it.", relative, final)
-            return final
+            finished = json.loads((final / STAGE_MARKER).read_text())
+            if finished.get("fingerprint") == self.fingerprint:
+                logger.info("Stage %s is finished (%s): skipping it.", relative, final)
+                return final
+            logger.warning(
+                "Stage %s in %s was trained with other settings, data or teacher: training it again (the old stage "
+                "is replaced once the new one is complete).",
+                relative,
+                final,
+            )
         partial = final.with_name(final.name + ".partial")
         resume = bool(self.args.resume_from_checkpoint) and partial.is_dir()
         if partial.exists() and not resume:
@@ -2018,7 +2075,8 @@ class SelfTrainingPipeline:
         metrics = train(partial, resume)
         for checkpoint in partial.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
             shutil.rmtree(checkpoint)
-        (partial / STAGE_MARKER).write_text(json.dumps({"stage": relative, "metrics": metrics}, indent=2) + "\n")
+        marker = {"stage": relative, "fingerprint": self.fingerprint, "metrics": metrics}
+        (partial / STAGE_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
         if final.exists():
             shutil.rmtree(final)  # an unfinished leftover of an earlier run (no stage marker)
         os.replace(partial, final)

@@ -955,3 +955,17 @@ def test_pipeline_replaces_a_leftover_partial_stage(pipeline_run, tiny_encoder_d
     assert 0.0 <= results["round_1_target_test_span_f1"] <= 1.0
     assert stage_mtimes(output_dir)["teacher"] == teacher_before
     assert any("round_1" in record.getMessage() and "training in" in record.getMessage() for record in caplog.records)
+
+
+def test_pipeline_retrains_finished_stages_when_a_setting_changes(
+    pipeline_run, tiny_encoder_dir, pipeline_files, caplog
+):
+    output_dir, _ = pipeline_run
+    before = stage_mtimes(output_dir)
+    caplog.set_level(logging.INFO, logger="trainer_maral")
+    changed = pipeline_argv(tiny_encoder_dir, pipeline_files, output_dir, "--overwrite_output_dir", "--ul_tau", "0.5")
+    run_xner.main(changed)
+    after = stage_mtimes(output_dir)
+    assert all(after[stage] != before[stage] for stage in before), "both stages must be trained again"
+    assert sum("trained with other settings" in message for message in caplog.messages) == 2
+    assert not any("skipping" in message for message in caplog.messages)
