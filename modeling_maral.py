@@ -929,6 +929,8 @@ class MaralForSpanNER(MaralPreTrainedModel):
     def update_vmf_statistics(self, projections: torch.Tensor, labels: torch.Tensor) -> None:
         """Adds a batch to both estimators' cumulative class means (absent classes unchanged), then refreshes κ.
 
+        Under `torch.distributed`, the class sums and counts of all processes are added (an all-reduce).
+
         Args:
             projections: `(M, p)` L2-normalised projections (detached).
             labels: `(M,)` their class ids.
@@ -937,6 +939,11 @@ class MaralForSpanNER(MaralPreTrainedModel):
         features = projections.detach().to(torch.float64)
         sums = torch.zeros_like(self.vmf_means[0]).index_add_(0, labels, features)
         batch_counts = torch.bincount(labels, minlength=num_labels).to(torch.float64)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Multi-process training: every process adds the whole global batch, so the estimators stay equal.
+            packed = torch.cat([sums.flatten(), batch_counts])
+            torch.distributed.all_reduce(packed)
+            sums, batch_counts = packed[: sums.numel()].view_as(sums), packed[sums.numel() :]
         totals = self.vmf_counts + batch_counts
         updated = (self.vmf_means * self.vmf_counts.unsqueeze(-1) + sums) / totals.clamp(min=1).unsqueeze(-1)
         self.vmf_means.copy_(torch.where((batch_counts > 0).view(1, -1, 1), updated, self.vmf_means))

@@ -269,6 +269,43 @@ def class_weights_from_counts(counts: np.ndarray) -> torch.Tensor:
     return torch.tensor(len(counts) * inverse_logs / inverse_logs.sum(), dtype=torch.float32)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Multi-process consistency (torchrun / accelerate launch): every process holds the same self-training state
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def process_rank_and_count() -> tuple[int, int]:
+    """`(rank, world_size)` of this process; `(0, 1)` without `torch.distributed`."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """The element-wise sum of `tensor` over all processes (the tensor itself with one process)."""
+    if process_rank_and_count()[1] == 1:
+        return tensor
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.distributed.get_backend() == "nccl" else None
+    reduced = tensor.to(device) if device is not None else tensor.clone()
+    torch.distributed.all_reduce(reduced)
+    return reduced.to(tensor.device)
+
+
+def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """The rows of `tensor` from all processes, concatenated in rank order (sizes may differ between processes)."""
+    if process_rank_and_count()[1] == 1:
+        return tensor
+    gathered: list[Any] = [None] * process_rank_and_count()[1]
+    torch.distributed.all_gather_object(gathered, tensor.detach().cpu())
+    return torch.cat(gathered).to(tensor.device)
+
+
+def wait_for_all_processes() -> None:
+    """A barrier (no-op with one process): files written by the main process are visible to all after it."""
+    if process_rank_and_count()[1] > 1:
+        torch.distributed.barrier()
+
+
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The keys of a collated batch that `MaralForSpanNER.forward` consumes."""
     return {key: batch[key] for key in MODEL_INPUT_NAMES}
@@ -277,7 +314,9 @@ def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 class TargetBatchStream:
     """An endless, reshuffled stream of target-text batches, independent of the source dataloader (§6.4).
 
-    Its position and random state are part of the trainer checkpoint, so a resumed run sees the same batches.
+    Its position and random state are part of the trainer checkpoint, so a resumed run sees the same batches. With
+    several processes, all draw the same global batch of `batch_size x world_size` sentences and each takes its own
+    slice, so 2 processes x `b` see the sentences 1 process x `2b` sees.
     """
 
     def __init__(self, dataset, collator: MaralDataCollator, batch_size: int, seed: int) -> None:
@@ -292,12 +331,16 @@ class TargetBatchStream:
 
     def next_batch(self) -> dict[str, torch.Tensor]:
         """The next `batch_size` target sentences (a new permutation starts when one is used up)."""
-        if self.position >= len(self.order):
+        rank, world_size = process_rank_and_count()
+        global_size = self.batch_size * world_size
+        remaining = len(self.order) - self.position
+        if remaining <= 0 or (world_size > 1 and remaining < global_size):
             self.order = torch.randperm(len(self.dataset), generator=self.generator)
             self.position = 0
-        indices = self.order[self.position : self.position + self.batch_size].tolist()
+        indices = self.order[self.position : self.position + global_size]
         self.position += len(indices)
-        return self.collator([self.dataset[index] for index in indices])
+        local = indices[rank * self.batch_size : (rank + 1) * self.batch_size].tolist()
+        return self.collator([self.dataset[index] for index in local])
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state(), "order": self.order, "position": self.position}
@@ -336,6 +379,9 @@ class TrainingObjective:
 
     def observe_loss_terms(self, terms: dict[str, float]) -> None:
         """Receives the loss terms of every step (objectives with per-epoch diagnostics average them)."""
+
+    def after_step(self) -> None:
+        """Called after every `compute_loss`: objectives with state merge what all processes changed."""
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -736,6 +782,8 @@ class PseudoLabelObjective(TrainingObjective):
         self.finished_epoch = -1
         self.history: list[dict[str, Any]] = []
         self.loss_term_sums: dict[str, list[float]] = {}  # name -> [sum, steps] over the current epoch
+        self._touched_rows: list[torch.Tensor] = []  # store rows read or changed in this step
+        self._pending_sums: dict[str, torch.Tensor] = {}  # this step's additions to per-epoch sums
 
     def on_epoch_begin(self, trainer, epoch):
         if epoch > self.epoch:  # not when resuming inside an epoch whose start-of-epoch work is done
@@ -791,7 +839,26 @@ class PseudoLabelObjective(TrainingObjective):
         mask = batch["span_mask"]
         rows = self.store.batch_rows(batch["sentence_ids"], mask)[mask.cpu()]
         self.store.visited[rows] = True
+        self._touched_rows.append(rows)
         return output, mask, rows
+
+    def add_to_sum(self, name: str, value: torch.Tensor) -> None:
+        """Adds `value` to the per-epoch sum attribute `name` at the end of the step (summed over processes)."""
+        value = value.detach().double().cpu()
+        self._pending_sums[name] = self._pending_sums[name] + value if name in self._pending_sums else value
+
+    def after_step(self) -> None:
+        """Adds the step's sums and, with several processes, copies every process's store rows to all."""
+        for name, value in self._pending_sums.items():
+            setattr(self, name, getattr(self, name) + all_reduce_sum(value))
+        self._pending_sums = {}
+        rows = torch.cat(self._touched_rows) if self._touched_rows else torch.zeros(0, dtype=torch.long)
+        self._touched_rows = []
+        if process_rank_and_count()[1] > 1:
+            all_rows = all_gather_rows(rows)
+            self.store.probabilities[all_rows] = all_gather_rows(self.store.probabilities[rows])
+            self.store.logit_cache[all_rows] = all_gather_rows(self.store.logit_cache[rows])
+            self.store.visited[all_rows] = True
 
     def state_dict(self):
         return {
@@ -953,10 +1020,13 @@ class MaralObjective(PseudoLabelObjective):
         logits = core.vmf_logits(projections)
         detached = logits.detach()
         self.store.logit_cache[real_rows] = detached.cpu()
-        self.proto_sums += torch.zeros_like(self.proto_sums).index_add_(
-            0, hard.cpu(), detached.gather(1, hard.unsqueeze(1)).squeeze(1).double().cpu()
+        self.add_to_sum(
+            "proto_sums",
+            torch.zeros_like(self.proto_sums).index_add_(
+                0, hard.cpu(), detached.gather(1, hard.unsqueeze(1)).squeeze(1).double().cpu()
+            ),
         )
-        self.proto_counts += torch.bincount(hard.cpu(), minlength=len(self.proto_counts)).double()
+        self.add_to_sum("proto_counts", torch.bincount(hard.cpu(), minlength=len(self.proto_counts)))
         if self.epoch >= self.settings.update_soft_start and len(self.bank):
             counts = knn_label_counts(
                 projections.detach(),
@@ -965,13 +1035,16 @@ class MaralObjective(PseudoLabelObjective):
                 self.settings.knn_k,
                 self.store.num_labels,
             )
-            self.neighbour_sums += torch.zeros_like(self.neighbour_sums).index_add_(
-                0, hard.cpu(), counts.gather(1, hard.unsqueeze(1)).squeeze(1).double().cpu()
+            self.add_to_sum(
+                "neighbour_sums",
+                torch.zeros_like(self.neighbour_sums).index_add_(
+                    0, hard.cpu(), counts.gather(1, hard.unsqueeze(1)).squeeze(1).double().cpu()
+                ),
             )
-            self.neighbour_counts += torch.bincount(hard.cpu(), minlength=len(self.neighbour_counts)).double()
+            self.add_to_sum("neighbour_counts", torch.bincount(hard.cpu(), minlength=len(self.neighbour_counts)))
             if self.epoch > self.settings.update_soft_start:
                 soft = self._refine(real_rows, soft, detached, counts)
-        self.prior_sum += soft.double().sum(0).cpu()
+        self.add_to_sum("prior_sum", soft.sum(0))
         loss = self._target_loss(batch, mask, real_rows, soft, logits)
         keep = (hard != 0) | self._bernoulli(hard.shape, hard.device)
         return loss, (projections[keep].detach(), hard[keep])
@@ -1041,8 +1114,8 @@ class MaralObjective(PseudoLabelObjective):
         return (draws < self.settings.knn_o_keep_rate).to(device)
 
     def _add_to_bank(self, features: torch.Tensor, labels: torch.Tensor) -> None:
-        self.bank_features.append(features.float().cpu())
-        self.bank_label_list.append(labels.cpu())
+        self.bank_features.append(all_gather_rows(features.float().cpu()))
+        self.bank_label_list.append(all_gather_rows(labels.cpu()))
 
     def _reset_epoch_accumulators(self) -> None:
         num_labels = self.store.num_labels
@@ -1124,9 +1197,10 @@ class ClassPrototypes:
 
     @torch.no_grad()
     def update(self, features: torch.Tensor, labels: torch.Tensor) -> None:
-        """Moves the prototypes of the classes in `labels` towards their `features` (`(M, d)`, detached)."""
-        features = features.detach().float().cpu()
-        labels = labels.cpu()
+        """Moves the prototypes of the classes in `labels` towards their `features` (`(M, d)`, detached); with
+        several processes, towards the features of all of them (in rank order)."""
+        features = all_gather_rows(features.detach().float().cpu())
+        labels = all_gather_rows(labels.cpu())
         if self.vectors.size(1) != features.size(1):
             self.vectors = torch.zeros(self.num_labels, features.size(1))
         if len(labels) == 0:
@@ -1348,8 +1422,13 @@ class ContProtoObjective(PseudoLabelObjective):
         """Accumulates this epoch's margin statistics and, after the warm-up, refines the batch's pseudo-labels."""
         similarities = self.prototypes.similarities(features).cpu()
         hard = soft.argmax(1).cpu()
-        self.similarity_sums.index_add_(0, hard, similarities.gather(1, hard.unsqueeze(1)).squeeze(1).double())
-        self.similarity_counts += torch.bincount(hard, minlength=self.store.num_labels).double()
+        self.add_to_sum(
+            "similarity_sums",
+            torch.zeros_like(self.similarity_sums).index_add_(
+                0, hard, similarities.gather(1, hard.unsqueeze(1)).squeeze(1).double()
+            ),
+        )
+        self.add_to_sum("similarity_counts", torch.bincount(hard, minlength=self.store.num_labels))
         warmup = self.settings.contproto_warmup_epochs
         if self.epoch >= warmup:
             momentum = ema_momentum(
@@ -1832,6 +1911,7 @@ class MaralTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Delegates to the objective and remembers its loss terms for the next log line."""
         loss, terms = self.objective.compute_loss(self, model, inputs)
+        self.objective.after_step()
         self.objective.observe_loss_terms(terms)
         for name, value in terms.items():
             self._loss_terms[name].append(value)
@@ -2068,19 +2148,29 @@ class SelfTrainingPipeline:
             )
         partial = final.with_name(final.name + ".partial")
         resume = bool(self.args.resume_from_checkpoint) and partial.is_dir()
-        if partial.exists() and not resume:
-            shutil.rmtree(partial)
-        partial.mkdir(parents=True, exist_ok=True)
+        wait_for_all_processes()  # every process has decided before the main one changes the folder
+        if self.is_main_process:
+            if partial.exists() and not resume:
+                shutil.rmtree(partial)
+            partial.mkdir(parents=True, exist_ok=True)
+        wait_for_all_processes()
         logger.info("Stage %s: training in %s", relative, partial)
         metrics = train(partial, resume)
-        for checkpoint in partial.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
-            shutil.rmtree(checkpoint)
-        marker = {"stage": relative, "fingerprint": self.fingerprint, "metrics": metrics}
-        (partial / STAGE_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-        if final.exists():
-            shutil.rmtree(final)  # an unfinished leftover of an earlier run (no stage marker)
-        os.replace(partial, final)
+        if self.is_main_process:
+            for checkpoint in partial.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+                shutil.rmtree(checkpoint)
+            marker = {"stage": relative, "fingerprint": self.fingerprint, "metrics": metrics}
+            (partial / STAGE_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+            if final.exists():
+                shutil.rmtree(final)  # an unfinished leftover of an earlier run (no stage marker)
+            os.replace(partial, final)
+        wait_for_all_processes()
         return final
+
+    @property
+    def is_main_process(self) -> bool:
+        """Only the main process writes stage folders (all processes train and label)."""
+        return self.args.should_save
 
     def _teacher_stage(self, stage_dir: Path, resume: bool) -> dict[str, float]:
         args = self.args
@@ -2114,7 +2204,8 @@ class SelfTrainingPipeline:
             )
             trainer.train(resume_from_checkpoint=self._last_checkpoint(stage_dir, resume))
             teacher = trainer.model
-        teacher.save_pretrained(stage_dir)
+        if self.is_main_process:
+            teacher.save_pretrained(stage_dir)
         store = self._label_target(teacher, stage_dir)
         metrics = self._report(teacher, "teacher")
         if self.gold is not None:
@@ -2156,9 +2247,10 @@ class SelfTrainingPipeline:
         )
         trainer.train(resume_from_checkpoint=self._last_checkpoint(stage_dir, resume))
         student = trainer.model
-        student.save_pretrained(stage_dir)
-        # The objective's final state (refined pseudo-labels, reliable mask, priors, margins, bank) for inspection.
-        torch.save(trainer.trainer_state_dict(), stage_dir / TRAINER_STATE_FILE)
+        if self.is_main_process:
+            student.save_pretrained(stage_dir)
+            # The objective's final state (refined pseudo-labels, reliable mask, priors, margins, bank).
+            torch.save(trainer.trainer_state_dict(), stage_dir / TRAINER_STATE_FILE)
         self._label_target(student, stage_dir)
         self._append_log(stage_dir, [{"stage": f"round_{round_index}", **record} for record in objective.history])
         return self._report(student, f"round_{round_index}")
@@ -2169,7 +2261,8 @@ class SelfTrainingPipeline:
         store = generate_pseudo_labels(
             model, self.target_dataset, self.args.per_device_eval_batch_size, self.args.pseudo_label_pruning
         )
-        store.save(stage_dir / PSEUDO_LABEL_FILE)
+        if self.is_main_process:
+            store.save(stage_dir / PSEUDO_LABEL_FILE)
         logger.info("Pseudo-labelled %d target spans (%.1f MB).", len(store), store.nbytes() / 2**20)
         return store
 
@@ -2186,8 +2279,9 @@ class SelfTrainingPipeline:
     def _stage_metrics(stage_dir: Path) -> dict[str, float]:
         return json.loads((stage_dir / STAGE_MARKER).read_text())["metrics"]
 
-    @staticmethod
-    def _append_log(stage_dir: Path, records: list[dict[str, Any]]) -> None:
+    def _append_log(self, stage_dir: Path, records: list[dict[str, Any]]) -> None:
+        if not self.is_main_process:
+            return
         with (stage_dir / SELF_TRAINING_LOG).open("a", encoding="utf-8") as handle:
             for record in records:
                 handle.write(json.dumps(record) + "\n")
@@ -2200,4 +2294,6 @@ class SelfTrainingPipeline:
             key=lambda path: int(path.parent.name.split("_")[1]),
         )
         lines = [line for path in stage_logs if path.is_file() for line in path.read_text().splitlines()]
-        (self.output_dir / SELF_TRAINING_LOG).write_text("".join(line + "\n" for line in lines))
+        if self.is_main_process:
+            (self.output_dir / SELF_TRAINING_LOG).write_text("".join(line + "\n" for line in lines))
+        wait_for_all_processes()
