@@ -506,27 +506,34 @@ def _greedy_non_overlapping(span_words: np.ndarray, scores: np.ndarray, candidat
     return chosen
 
 
-def _overlaps(span_words: np.ndarray, a: int, b: int) -> bool:
-    return span_words[a, 0] <= span_words[b, 1] and span_words[b, 0] <= span_words[a, 1]
-
-
 def _legacy_prune(span_words: np.ndarray, scores: np.ndarray, candidates: np.ndarray) -> list[int]:
-    """Upstream heuristic: a candidate beaten by a later overlapping one is dropped; the last is always kept."""
-    candidates = [int(k) for k in candidates]
-    if not candidates:
+    """Upstream heuristic: a candidate beaten by a later overlapping one is dropped; the last is always kept.
+
+    The "beaten" test is one vectorised pairwise comparison; only the survivors are merged one by one.
+    """
+    candidates = np.asarray(candidates, dtype=np.int64)
+    if len(candidates) == 0:
         return []
+    starts, ends, candidate_scores = span_words[candidates, 0], span_words[candidates, 1], scores[candidates]
+    overlap = (starts[:, None] <= ends[None, :]) & (starts[None, :] <= ends[:, None])
+    later_and_better = np.triu(candidate_scores[None, :] > candidate_scores[:, None], k=1)
+    beaten = (overlap & later_and_better).any(axis=1)
     keep: list[int] = []
-    for position, a in enumerate(candidates[:-1]):
-        later = candidates[position + 1 :]
-        if any(_overlaps(span_words, a, b) and scores[b] > scores[a] for b in later):
-            continue
-        clash = next((index for index, b in enumerate(keep) if _overlaps(span_words, a, b)), None)
+    for position in np.flatnonzero(~beaten[:-1]):
+        clash = next(
+            (
+                index
+                for index, kept in enumerate(keep)
+                if starts[position] <= ends[kept] and starts[kept] <= ends[position]
+            ),
+            None,
+        )
         if clash is None:
-            keep.append(a)
-        elif scores[a] > scores[keep[clash]]:
-            keep[clash] = a
-    keep.append(candidates[-1])
-    return keep
+            keep.append(int(position))
+        elif candidate_scores[position] > candidate_scores[keep[clash]]:
+            keep[clash] = int(position)
+    keep.append(len(candidates) - 1)
+    return [int(candidates[position]) for position in keep]
 
 
 # ---------------------------------------------------------------------------------------------------------------
