@@ -340,7 +340,8 @@ class TargetBatchStream:
         indices = self.order[self.position : self.position + global_size]
         self.position += len(indices)
         local = indices[rank * self.batch_size : (rank + 1) * self.batch_size].tolist()
-        return self.collator([self.dataset[index] for index in local])
+        columns = self.dataset[local]  # one batched read instead of one per row
+        return self.collator([dict(zip(columns, values)) for values in zip(*columns.values())])
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state(), "order": self.order, "position": self.position}
