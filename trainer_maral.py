@@ -463,7 +463,7 @@ class PseudoLabelStore:
     Attributes:
         sentence_ids: `(N,)` sentence ids in storage order.
         offsets: `(N + 1,)` first row of each sentence.
-        span_words: `(S, 2)` inclusive word indices of every span.
+        span_words: `(S, 2)` inclusive word indices of every span (int16, or int32 for sentences of 32k+ words).
         probabilities: `(S, C)` soft pseudo-labels `Q`.
         reliable: `(S,)` anchor mask used by the target loss.
         visited: `(S,)` spans seen by the student since the store was created.
@@ -481,7 +481,9 @@ class PseudoLabelStore:
             raise ValueError("Pseudo-labels need unique sentence ids; the target dataset repeats some.")
         self.sentence_ids = sentence_ids.long()
         self.offsets = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(span_counts.long(), 0)])
-        self.span_words = span_words.long()
+        # Word indices fit in 16 bits for any realistic sentence (4 bytes per span instead of 16).
+        small = len(span_words) == 0 or int(span_words.max()) < torch.iinfo(torch.int16).max
+        self.span_words = span_words.to(torch.int16 if small else torch.int32)
         self.probabilities = probabilities.float()
         num_spans = len(probabilities)
         self.reliable = torch.ones(num_spans, dtype=torch.bool)

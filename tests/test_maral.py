@@ -555,8 +555,8 @@ def test_store_memory_grows_with_real_spans_not_padding():
     spans_per_sentence = len(enumerate_spans(num_words, 4))  # 4n - 6 = 50
     store = make_store(list(range(num_sentences)), [spans_per_sentence] * num_sentences, num_labels)
     total = num_sentences * spans_per_sentence
-    # probabilities + logit cache (float32), span words (int64 x 2), reliable + visited (bool), ids and offsets
-    expected = total * (num_labels * 4 * 2 + 2 * 8 + 2) + num_sentences * 8 + (num_sentences + 1) * 8
+    # probabilities + logit cache (float32), span words (int16 x 2), reliable + visited (bool), ids and offsets
+    expected = total * (num_labels * 4 * 2 + 2 * 2 + 2) + num_sentences * 8 + (num_sentences + 1) * 8
     assert store.nbytes() == expected
     padded = num_sentences * 512 * num_labels * 4  # one N x 512 x C float32 tensor of the reference code
     assert store.nbytes() < 0.3 * padded
