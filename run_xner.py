@@ -315,23 +315,24 @@ def write_predictions(path: Path, dataset, predictions: list[SentencePrediction]
 
 # Datasets scored after every self-training stage (per-round metrics; never used for selection).
 REPORTED_DATASETS = ("source_dev", "target_dev", "target_test")
-RESULT_PREFIXES = {
-    "eval_source_dev": "source dev",
-    "eval_target_dev": "target dev",
-    "predict_target_test": "target test",
-}
+
+
+def result_prefixes(results: dict[str, float]) -> list[str]:
+    """Metric prefixes with span F1 and seqeval scores, in the order they were added (stages first)."""
+    suffix = "_span_f1"
+    prefixes = [key[: -len(suffix)] for key in results if key.endswith(suffix)]
+    return [prefix for prefix in prefixes if f"{prefix}_seqeval_f1" in results]
 
 
 def results_table(results: dict[str, float]) -> str:
-    """A plain-text table of span F1 and seqeval P/R/F1 (in %) per evaluated dataset."""
-    lines = [f"{'dataset':<14}{'span F1':>9}{'seqeval P':>11}{'seqeval R':>11}{'seqeval F1':>12}"]
-    for prefix, name in RESULT_PREFIXES.items():
-        if f"{prefix}_span_f1" not in results:
-            continue
+    """A plain-text table of span F1 and seqeval P/R/F1 (in %) per evaluated dataset and stage."""
+    lines = [f"{'dataset':<24}{'span F1':>9}{'seqeval P':>11}{'seqeval R':>11}{'seqeval F1':>12}"]
+    for prefix in result_prefixes(results):
+        name = prefix.removeprefix("eval_").removeprefix("predict_").replace("_", " ")
         values = [results[f"{prefix}_{key}"] for key in ("span_f1", "seqeval_precision", "seqeval_recall")]
         values.append(results[f"{prefix}_seqeval_f1"])
         lines.append(
-            f"{name:<14}" + "".join(f"{100 * value:>{width}.2f}" for value, width in zip(values, (9, 11, 11, 12)))
+            f"{name:<24}" + "".join(f"{100 * value:>{width}.2f}" for value, width in zip(values, (9, 11, 11, 12)))
         )
     return "\n".join(lines)
 

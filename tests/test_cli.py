@@ -251,3 +251,18 @@ def test_json_config_file_as_the_only_argument(tiny_encoder_dir, data_files, tmp
 def test_unknown_flag_fails(tmp_path):
     with pytest.raises(ValueError, match="no_such_flag"):
         run_xner.main(["--model_name_or_path", "x", "--output_dir", str(tmp_path), "--no_such_flag", "1"])
+
+
+def test_results_table_lists_every_stage_and_dataset_once():
+    metrics = {}
+    for prefix, value in (("teacher_target_test", 0.5), ("round_1_target_test", 0.625), ("eval_source_dev", 0.75)):
+        for key in ("span_f1", "seqeval_precision", "seqeval_recall", "seqeval_f1"):
+            metrics[f"{prefix}_{key}"] = value
+    metrics["eval_source_dev_LOC_span_f1"] = 0.1  # a per-label score: not a row
+    lines = run_xner.results_table(metrics).splitlines()
+    assert [line.split("  ")[0].strip() for line in lines[1:]] == [
+        "teacher target test",
+        "round 1 target test",
+        "source dev",
+    ]
+    assert "62.50" in lines[2] and "75.00" in lines[3]
