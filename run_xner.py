@@ -52,6 +52,8 @@ from trainer_maral import (
 )
 
 logger = logging.getLogger("run_xner")
+DEFAULT_MAX_SPAN_WIDTH = 4
+DEFAULT_MAX_SEQ_LENGTH = 128
 
 
 @dataclass
@@ -72,8 +74,12 @@ class ModelArguments:
         default=False,
         metadata={"help": "Freeze the encoder's word-embedding matrix (much faster on CPU for 250k vocabularies)."},
     )
-    decoding: str = field(
-        default="greedy", metadata={"help": "Overlap resolution of predictions: greedy, legacy or none."}
+    decoding: str | None = field(
+        default=None,
+        metadata={
+            "help": "Overlap resolution of predictions: greedy, legacy or none (default: greedy, or the trained "
+            "model's)."
+        },
     )
     projection_dim: int = field(default=64, metadata={"help": "Size of the contrastive projection (MARAL)."})
     contrastive_temperature: float = field(
@@ -105,8 +111,13 @@ class DataArguments:
         default=None,
         metadata={"help": "Comma-separated labels, O first (default: O then the source training types, sorted)."},
     )
-    max_span_width: int = field(default=4, metadata={"help": "Longest span in words."})
-    max_seq_length: int = field(default=128, metadata={"help": "Subword budget per sentence, specials included."})
+    max_span_width: int | None = field(
+        default=None, metadata={"help": "Longest span in words (default: 4, or fixed by a trained model)."}
+    )
+    max_seq_length: int | None = field(
+        default=None,
+        metadata={"help": "Subword budget per sentence, specials included (default: 128, or the trained model's)."},
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training sentences."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N dev sentences."})
     max_predict_samples: int | None = field(default=None, metadata={"help": "Use only the first N test sentences."})
@@ -128,9 +139,9 @@ class DataArguments:
     target_language: str | None = field(default=None, metadata={"help": "Target language code (e.g. de)."})
 
     def __post_init__(self) -> None:
-        if self.max_span_width < 1:
+        if self.max_span_width is not None and self.max_span_width < 1:
             raise ValueError(f"`--max_span_width` must be at least 1; got {self.max_span_width}.")
-        if self.max_seq_length < 3:
+        if self.max_seq_length is not None and self.max_seq_length < 3:
             raise ValueError(f"`--max_seq_length` must be at least 3; got {self.max_seq_length}.")
         for name in ("max_train_samples", "max_eval_samples", "max_predict_samples", "max_unlabeled_samples"):
             value = getattr(self, name)
@@ -253,15 +264,16 @@ def build_model(
     if init_path is not None:
         model = MaralForSpanNER.from_pretrained(init_path)
         check_labels_match(model.config.labels, labels, init_path)
+        apply_inference_settings(model, model_args, data_args, init_path)
     else:
         model = MaralForSpanNER.from_encoder(
             model_args.model_name_or_path,
             labels=labels,
             encoder_dropout=model_args.encoder_dropout,
-            max_span_width=data_args.max_span_width,
-            max_seq_length=data_args.max_seq_length,
+            max_span_width=data_args.max_span_width or DEFAULT_MAX_SPAN_WIDTH,
+            max_seq_length=data_args.max_seq_length or DEFAULT_MAX_SEQ_LENGTH,
             classifier_dropout=model_args.classifier_dropout,
-            decoding=model_args.decoding,
+            decoding=model_args.decoding or "greedy",
             projection_dim=model_args.projection_dim,
             contrastive_temperature=model_args.contrastive_temperature,
             vmf_legacy_bessel=model_args.vmf_legacy_bessel,
@@ -275,6 +287,22 @@ def build_model(
         model.encoder.get_input_embeddings().weight.requires_grad_(False)
         logger.info("Word embeddings are frozen.")
     return model
+
+
+def apply_inference_settings(
+    model: MaralForSpanNER, model_args: ModelArguments, data_args: DataArguments, path: str
+) -> None:
+    """Applies `--decoding` and `--max_seq_length` to a trained model; its `max_span_width` is part of its weights."""
+    width = model.config.max_span_width
+    if data_args.max_span_width is not None and data_args.max_span_width != width:
+        raise ValueError(
+            f"--max_span_width {data_args.max_span_width} differs from the trained model at {path}, whose span-width "
+            f"embeddings cover {width} words; leave --max_span_width out (or pass {width})."
+        )
+    if data_args.max_seq_length is not None:
+        model.config.max_seq_length = data_args.max_seq_length
+    if model_args.decoding is not None:
+        model.config.decoding = model_args.decoding
 
 
 def check_labels_match(model_labels: list[str], labels: list[str], path: str) -> None:
@@ -358,13 +386,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     labels = resolve_labels(data_args, model_args)
     datasets = load_datasets(data_args, labels)
     model = build_model(model_args, data_args, labels)
+    # The resolved limits (defaults or the trained model's) for later stages and the model card.
+    data_args.max_span_width, data_args.max_seq_length = model.config.max_span_width, model.config.max_seq_length
     report_coverage(datasets, model)
     if training_args.do_train and "source_train" not in datasets:
         raise ValueError("--do_train needs --source_train_file.")
 
     eval_datasets = {name: datasets[name] for name in ("source_dev", "target_dev") if name in datasets}
     class_weights = (
-        class_weights_from_counts(count_span_labels(datasets["source_train"], data_args.max_span_width))
+        class_weights_from_counts(count_span_labels(datasets["source_train"], model.config.max_span_width))
         if "source_train" in datasets
         else None
     )
@@ -377,7 +407,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             lambda path: build_model(model_args, data_args, labels, path),
             datasets["source_train"],
             datasets.get("target_unlabeled"),
-            count_span_labels(datasets["source_train"], data_args.max_span_width),
+            count_span_labels(datasets["source_train"], model.config.max_span_width),
             class_weights,
             eval_datasets=eval_datasets,
             report_datasets={name: datasets[name] for name in REPORTED_DATASETS if name in datasets},

@@ -266,3 +266,26 @@ def test_results_table_lists_every_stage_and_dataset_once():
         "source dev",
     ]
     assert "62.50" in lines[2] and "75.00" in lines[3]
+
+
+def test_inference_settings_apply_to_a_trained_model(tmp_path, tiny_encoder_dir):
+    trained = tmp_path / "trained"
+    model = MaralForSpanNER.from_encoder(str(tiny_encoder_dir), labels=INFERRED_LABELS, max_span_width=3)
+    model.config.decoding = "none"
+    model.save_pretrained(trained)
+    kept = run_xner.build_model(
+        run_xner.ModelArguments(model_name_or_path=str(trained)), run_xner.DataArguments(), INFERRED_LABELS
+    )
+    assert (kept.config.decoding, kept.config.max_seq_length, kept.config.max_span_width) == ("none", 128, 3)
+    changed = run_xner.build_model(
+        run_xner.ModelArguments(model_name_or_path=str(trained), decoding="legacy"),
+        run_xner.DataArguments(max_seq_length=64),
+        INFERRED_LABELS,
+    )
+    assert (changed.config.decoding, changed.config.max_seq_length) == ("legacy", 64)
+    with pytest.raises(ValueError, match=r"--max_span_width 4 differs from the trained model .* cover 3 words"):
+        run_xner.build_model(
+            run_xner.ModelArguments(model_name_or_path=str(trained)),
+            run_xner.DataArguments(max_span_width=4),
+            INFERRED_LABELS,
+        )
