@@ -26,6 +26,7 @@ from model_cards import RunInfo, eval_results, read_output_folder, span_dataset_
 from modeling_maral import MaralForSpanNER
 from tests.hub_server import LocalHub, front_matter
 from tests.test_cli import COMMON_FLAGS, SOURCE_DEV, SOURCE_TRAIN, TARGET_TEST, TARGET_UNLABELED, write_json
+from tests.tiny_models import WITHOUT_PROJECT_PREAMBLE
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_REPO = "user/tiny-maral"
@@ -41,8 +42,6 @@ PUBLISHED_FILES = {
     "tokenizer_config.json",
 }
 PREDICT_TEXTS = ["Angela Merkel besuchte Paris und London .", "El presidente de España viajó a Madrid ."]
-PROJECT_MODULES = ("modeling_maral", "trainer_maral", "evaluation_maral", "run_xner", "data_loading", "model_cards",
-                   "pipeline_maral", "tests")  # fmt: skip
 CLEARED_VARIABLES = ("PYTHONPATH", "PYTHONSTARTUP", "HF_HOME", "HF_MODULES_CACHE", "HF_HUB_OFFLINE",
                      "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT", "HF_TOKEN")  # fmt: skip
 
@@ -159,31 +158,19 @@ def test_pushed_card_metadata_parses_and_model_index_round_trips(output_dir, hub
     assert f'AutoModel.from_pretrained("{MODEL_REPO}", trust_remote_code=True)' in card
 
 
-BLOCKED_LOAD_SCRIPT = textwrap.dedent(
+BLOCKED_LOAD_SCRIPT = WITHOUT_PROJECT_PREAMBLE + textwrap.dedent(
     """
-    import importlib.abc, json, os, sys
-    repo_root = os.path.realpath(sys.argv[1])
-    sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.getcwd()) != repo_root]
-    PROJECT_MODULES = tuple(json.loads(sys.argv[2]))
-
-    class ProjectBlocker(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in PROJECT_MODULES:
-                raise ImportError(name + " is not installed here")
-            return None
-
-    sys.meta_path.insert(0, ProjectBlocker())
     import torch
     from transformers import AutoModel
     torch.set_num_threads(1)
     try:
-        AutoModel.from_pretrained(sys.argv[3], trust_remote_code=False)
+        AutoModel.from_pretrained(sys.argv[2], trust_remote_code=False)
     except ValueError:
         pass
     else:
         raise SystemExit("loading without trust_remote_code must fail where the project is not installed")
-    model = AutoModel.from_pretrained(sys.argv[3], trust_remote_code=True)
-    print(json.dumps({"module": type(model).__module__, "predictions": model.predict(json.loads(sys.argv[4]))}))
+    model = AutoModel.from_pretrained(sys.argv[2], trust_remote_code=True)
+    print(json.dumps({"module": type(model).__module__, "predictions": model.predict(json.loads(sys.argv[3]))}))
     """
 )
 
@@ -215,7 +202,6 @@ def test_load_by_repo_id_where_the_project_is_not_installed(output_dir, hub, loc
         "-c",
         BLOCKED_LOAD_SCRIPT,
         str(REPO_ROOT),
-        json.dumps(PROJECT_MODULES),
         MODEL_REPO,
         json.dumps(PREDICT_TEXTS),
     ]

@@ -37,7 +37,7 @@ from modeling_maral import (
     split_into_words,
     word_subword_boundaries,
 )
-from tests.tiny_models import TINY_LABELS, tiny_bert_config
+from tests.tiny_models import TINY_LABELS, WITHOUT_PROJECT_PREAMBLE, tiny_bert_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -515,22 +515,8 @@ def test_save_and_load_round_trip(tiny_model, tmp_path):
             np.testing.assert_array_equal(got, expected)
 
 
-REMOTE_CODE_SCRIPT = textwrap.dedent(
+REMOTE_CODE_SCRIPT = WITHOUT_PROJECT_PREAMBLE + textwrap.dedent(
     """
-    import importlib.abc, json, os, sys
-    repo_root = os.path.realpath(sys.argv[1])
-    sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.getcwd()) != repo_root]
-
-    # Simulates a machine without maral-xner (the venv may hold a non-editable install of it).
-    PROJECT_MODULES = ("modeling_maral", "trainer_maral", "evaluation_maral", "run_xner", "data_loading")
-
-    class ProjectBlocker(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in PROJECT_MODULES:
-                raise ImportError(name + " is not installed here")
-            return None
-
-    sys.meta_path.insert(0, ProjectBlocker())
     try:
         import modeling_maral  # noqa: F401
     except ImportError:

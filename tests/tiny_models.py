@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import torch
@@ -107,3 +108,33 @@ def build_tiny_encoder_dir(directory: Path, seed: int = 0) -> Path:
     BertModel(config, add_pooling_layer=False).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return Path(directory)
+
+
+# Modules of this project; a script run with `WITHOUT_PROJECT_PREAMBLE` cannot import any of them.
+PROJECT_MODULES = (
+    "modeling_maral",
+    "trainer_maral",
+    "evaluation_maral",
+    "pipeline_maral",
+    "run_xner",
+    "data_loading",
+    "model_cards",
+    "tests",
+)
+# First lines of a `python -c` script that runs as on a machine without maral-xner (the venv may hold a
+# non-editable install of it): `sys.argv[1]` is the repository root, dropped from `sys.path`.
+WITHOUT_PROJECT_PREAMBLE = textwrap.dedent(
+    f"""
+    import importlib.abc, json, os, sys
+    repo_root = os.path.realpath(sys.argv[1])
+    sys.path[:] = [p for p in sys.path if os.path.realpath(p or os.getcwd()) != repo_root]
+
+    class ProjectBlocker(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in {PROJECT_MODULES!r}:
+                raise ImportError(name + " is not installed here")
+            return None
+
+    sys.meta_path.insert(0, ProjectBlocker())
+    """
+)
