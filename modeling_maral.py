@@ -261,10 +261,16 @@ def enumerate_spans(num_words: int, max_span_width: int) -> np.ndarray:
     return spans
 
 
+@functools.lru_cache(maxsize=1024)
 def span_index_offsets(num_words: int, max_span_width: int) -> np.ndarray:
-    """Index of the first enumerated span starting at each word: span `(s, e)` is row `offsets[s] + e - s`."""
+    """Index of the first enumerated span starting at each word: span `(s, e)` is row `offsets[s] + e - s`.
+
+    The array is cached: do not modify it.
+    """
     per_start = np.minimum(max_span_width, num_words - np.arange(num_words))
-    return np.concatenate([[0], np.cumsum(per_start)[:-1]]).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(per_start)[:-1]]).astype(np.int64)
+    offsets.setflags(write=False)
+    return offsets
 
 
 def morphology_id(word: str) -> int:

@@ -28,11 +28,11 @@ logger = logging.getLogger(__name__)
 def span_label_ids(features: SentenceFeatures, spans: list[dict[str, int]], max_span_width: int) -> np.ndarray:
     """Gold class id of every kept span of a sentence (0 = `O`); entities wider than the limit are skipped."""
     enumerated = np.zeros(len(enumerate_spans(features.num_words, max_span_width)), dtype=np.int64)
-    offsets = span_index_offsets(features.num_words, max_span_width)
-    for span in spans:
-        start, end = span["start"], span["end"]
-        if end - start < max_span_width:
-            enumerated[offsets[start] + end - start] = span["label"]
+    if spans:
+        starts, ends, labels = np.array([(span["start"], span["end"], span["label"]) for span in spans]).T
+        scorable = ends - starts < max_span_width
+        offsets = span_index_offsets(features.num_words, max_span_width)
+        enumerated[offsets[starts[scorable]] + (ends - starts)[scorable]] = labels[scorable]
     return enumerated[features.enumerated_index]
 
 
