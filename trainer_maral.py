@@ -306,6 +306,11 @@ def wait_for_all_processes() -> None:
         torch.distributed.barrier()
 
 
+def batch_to_device(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
+    """Every tensor of a collated batch on `device` (tensors already there are not copied)."""
+    return {key: value.to(device) for key, value in batch.items()}
+
+
 def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The keys of a collated batch that `MaralForSpanNER.forward` consumes."""
     return {key: batch[key] for key in MODEL_INPUT_NAMES}
@@ -837,7 +842,7 @@ class PseudoLabelObjective(TrainingObjective):
         Returns:
             `(output, span_mask, rows)` with `rows` the store rows of the batch's real spans, in mask order.
         """
-        batch = {key: value.to(device) for key, value in batch.items()}
+        batch = batch_to_device(batch, device)
         output = model(**model_inputs(batch), return_projections=return_projections)
         mask = batch["span_mask"]
         rows = self.store.batch_rows(batch["sentence_ids"], mask)[mask.cpu()]
@@ -1014,8 +1019,8 @@ class MaralObjective(PseudoLabelObjective):
         return loss, (output.projections[keep].detach(), labels[keep])
 
     def _target_step(self, core, model, batch, device):
+        batch = batch_to_device(batch, device)  # moved once; target_forward reuses these tensors
         output, mask, real_rows = self.target_forward(model, batch, device)
-        batch = {key: value.to(device) for key, value in batch.items()}
         soft = self.store.probabilities[real_rows].to(device)
         hard = soft.argmax(1)
         projections = output.projections[mask]
@@ -1388,8 +1393,9 @@ class ContProtoObjective(PseudoLabelObjective):
         source_views = [model(**model_inputs(inputs)) for _ in range(2)]
         source_loss = sum(span_cross_entropy(view.logits, gold, mask, self.class_weights) for view in source_views) / 2
         target_batch = trainer.target_stream.next_batch()
+        target_batch = batch_to_device(target_batch, device)  # moved once for both views
         first_view, target_mask, rows = self.target_forward(model, target_batch, device)
-        second_view = model(**model_inputs({key: value.to(device) for key, value in target_batch.items()}))
+        second_view = model(**model_inputs(target_batch))
         target_views = [first_view, second_view]
         soft = self.store.probabilities[rows].to(device)
         target_loss = sum(soft_cross_entropy(view.logits[target_mask].float(), soft) for view in target_views) / 2
@@ -1496,9 +1502,7 @@ class PramObjective(TrainingObjective):
         source_consistency = attribution_consistency(
             logits[keep], features[keep], self.prototypes, settings.pram_temperature
         )
-        target_batch = {
-            key: value.to(trainer.args.device) for key, value in trainer.target_stream.next_batch().items()
-        }
+        target_batch = batch_to_device(trainer.target_stream.next_batch(), trainer.args.device)
         target_output = model(**model_inputs(target_batch))
         target_mask = target_batch["span_mask"]
         target_logits, target_features = target_output.logits[target_mask], target_output.projections[target_mask]
@@ -1608,7 +1612,7 @@ class MclObjective(PseudoLabelObjective):
             zero = output.logits.sum() * 0.0
             return zero, zero
         rows = [self.code_switched[sentence_ids[index]] for index in paired]
-        switched_batch = {key: value.to(device) for key, value in trainer.data_collator(rows).items()}
+        switched_batch = batch_to_device(trainer.data_collator(rows), device)
         switched = model(**model_inputs(switched_batch), return_sentence_embeddings=True)
         source_entities = entity_positions(inputs["labels"][paired])
         switched_entities = entity_positions(switched_batch["labels"])
