@@ -14,6 +14,10 @@ training the shared teacher's weights for the same 2 epochs. `mcl` runs without 
     python benchmarks/conll_en_de.py --method maral          # the others need the source_only run's model
     python benchmarks/conll_en_de.py --method self_training
     python benchmarks/conll_en_de.py --method pram           # also contproto, mcl
+
+A variant of a method passes more run_xner.py flags after `--` and names its result file with `--name`:
+
+    python benchmarks/conll_en_de.py --method maral --name maral_student_init_teacher -- --student_init teacher
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import platform
 import resource
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -53,8 +58,10 @@ BUDGET = {
 }
 
 
-def build_argv(method: str, data_dir: Path, encoder: Path, output_dir: Path) -> list[str]:
-    """run_xner.py flags of the benchmark."""
+def build_argv(
+    method: str, data_dir: Path, encoder: Path, output_dir: Path, extra_flags: Sequence[str] = ()
+) -> list[str]:
+    """run_xner.py flags of the benchmark; `extra_flags` come last and so override the defaults."""
     settings = {
         "model_name_or_path": str(encoder),
         "source_train_file": str(data_dir / "spanner.train"),
@@ -88,7 +95,8 @@ def build_argv(method: str, data_dir: Path, encoder: Path, output_dir: Path) -> 
     flags = [f"--{key}={value}" for key, value in settings.items()]
     flags += ["--freeze_word_embeddings", "--use_cpu", "--do_train", "--overwrite_output_dir"]
     # Students are scored after their stage (`round_1_*`); evaluating the same model again would cost minutes.
-    return flags + ([] if OBJECTIVES[method].self_training else ["--do_eval", "--do_predict"])
+    flags += [] if OBJECTIVES[method].self_training else ["--do_eval", "--do_predict"]
+    return flags + list(extra_flags)
 
 
 def pseudo_label_oracle(output_dir: Path) -> list[dict]:
@@ -111,14 +119,17 @@ def student_epochs(output_dir: Path) -> list[dict]:
     return [record for record in records if record["stage"] != "teacher"]
 
 
-def summarize(method: str, results: dict[str, float], wall_seconds: float, argv: list[str], output_dir: Path) -> dict:
+def summarize(
+    name: str, method: str, results: dict[str, float], wall_seconds: float, argv: list[str], output_dir: Path
+) -> dict:
     """The result record written to `benchmarks/results/`."""
     students = ("round_1_source_dev", "round_1_target_test")
     dev, test = students if OBJECTIVES[method].self_training else ("eval_source_dev", "predict_target_test")
     return {
         "pseudo_label_oracle_f1": pseudo_label_oracle(output_dir),
         "student_epochs": student_epochs(output_dir),
-        "method": method,
+        "method": name,
+        "objective": method,
         "target_test_span_f1": results[f"{test}_span_f1"],
         "target_test_seqeval_f1": results[f"{test}_seqeval_f1"],
         "target_test_seqeval_precision": results[f"{test}_seqeval_precision"],
@@ -140,12 +151,12 @@ def summarize(method: str, results: dict[str, float], wall_seconds: float, argv:
 
 
 def print_table(records: list[dict]) -> None:
-    columns = [("method", 14), ("de test span F1", 16), ("de test seqeval F1", 20), ("en dev span F1", 16)]
+    columns = [("method", 28), ("de test span F1", 16), ("de test seqeval F1", 20), ("en dev span F1", 16)]
     columns += [("wall s", 9), ("RSS MB", 9)]
     print(columns[0][0].ljust(columns[0][1]) + "".join(name.rjust(width) for name, width in columns[1:]))
     for record in records:
         print(
-            f"{record['method']:<14}{100 * record['target_test_span_f1']:>16.2f}"
+            f"{record['method']:<28}{100 * record['target_test_span_f1']:>16.2f}"
             f"{100 * record['target_test_seqeval_f1']:>20.2f}{100 * record['source_dev_span_f1']:>16.2f}"
             f"{record['wall_seconds']:>9.0f}{record['peak_rss_mb']:>9.0f}"
         )
@@ -158,16 +169,21 @@ def main() -> None:
     parser.add_argument("--encoder", type=Path, default=DEFAULT_ENCODER)
     parser.add_argument("--output_dir", type=Path, default=REPO_ROOT / "outputs" / "benchmarks")
     parser.add_argument("--results_dir", type=Path, default=REPO_ROOT / "benchmarks" / "results")
+    parser.add_argument("--name", default=None, help="Name of a variant's output and result file (default: method).")
+    parser.add_argument("extra_flags", nargs="*", help="run_xner.py flags after `--`; they override the budget.")
     args = parser.parse_args()
+    name = args.name or args.method
+    if args.extra_flags and name == args.method:
+        parser.error("a run with extra flags needs its own `--name`, so that it does not replace the method's result.")
     if not (args.encoder / "config.json").is_file():
         sys.exit(f"No encoder at {args.encoder}: run `make encoder` first.")
-    output_dir = args.output_dir / f"conll_en_de_{args.method}"
-    argv = build_argv(args.method, args.data_dir, args.encoder, output_dir)
+    output_dir = args.output_dir / f"conll_en_de_{name}"
+    argv = build_argv(args.method, args.data_dir, args.encoder, output_dir, args.extra_flags)
     start = time.perf_counter()
     results = run_xner.main(argv)
-    record = summarize(args.method, results, time.perf_counter() - start, argv, output_dir)
+    record = summarize(name, args.method, results, time.perf_counter() - start, argv, output_dir)
     args.results_dir.mkdir(parents=True, exist_ok=True)
-    result_file = args.results_dir / f"conll_en_de_{args.method}.json"
+    result_file = args.results_dir / f"conll_en_de_{name}.json"
     result_file.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     print_table([json.loads(path.read_text()) for path in sorted(args.results_dir.glob("conll_en_de_*.json"))])
     print(f"\nwrote {result_file}")
