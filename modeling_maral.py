@@ -833,10 +833,19 @@ class MaralForSpanNER(MaralPreTrainedModel):
         self._tokenizer = tokenizer
 
     def save_pretrained(self, save_directory, *args: Any, **kwargs: Any) -> None:
-        """Saves weights and config (and the attached tokenizer, if any)."""
+        """Saves weights and config, and the tokenizer: the attached one, or else the one of the folder the model
+        was loaded from, so that the saved folder loads and predicts on its own."""
         super().save_pretrained(save_directory, *args, **kwargs)
-        if self._tokenizer is not None:
-            self._tokenizer.save_pretrained(save_directory)
+        tokenizer = self._tokenizer
+        if tokenizer is None and self.name_or_path:
+            try:
+                tokenizer = self.tokenizer
+            except (OSError, ValueError) as error:
+                logger.warning(
+                    "Saved %s without a tokenizer (%s): attach one with `set_tokenizer`.", save_directory, error
+                )
+        if tokenizer is not None:
+            tokenizer.save_pretrained(save_directory)
 
     # -- forward ------------------------------------------------------------------------------------------------
 

@@ -472,7 +472,8 @@ class PseudoLabelStore:
         probabilities: `(S, C)` soft pseudo-labels `Q`.
         reliable: `(S,)` anchor mask used by the target loss.
         visited: `(S,)` spans seen by the student since the store was created.
-        logit_cache: `(S, C)` last vMF logits seen for each span (`Λ`).
+        logit_cache: `(S,)` vMF logit of each span's pseudo-class at its last visit (the entry of `Λ` that anchor
+            selection reads; the upstream code keeps all `C` logits, of which it only ever reads this one).
     """
 
     def __init__(
@@ -493,7 +494,7 @@ class PseudoLabelStore:
         num_spans = len(probabilities)
         self.reliable = torch.ones(num_spans, dtype=torch.bool)
         self.visited = torch.zeros(num_spans, dtype=torch.bool)
-        self.logit_cache = torch.ones_like(self.probabilities)
+        self.logit_cache = torch.ones(num_spans)
         self._sorted_ids, self._sorted_rows = torch.sort(self.sentence_ids)
 
     @classmethod
@@ -577,6 +578,8 @@ class PseudoLabelStore:
     def from_state_dict(cls, state: dict[str, torch.Tensor]) -> PseudoLabelStore:
         store = cls(state["sentence_ids"], state["offsets"].diff(), state["span_words"], state["probabilities"])
         store.reliable, store.visited, store.logit_cache = state["reliable"], state["visited"], state["logit_cache"]
+        if store.logit_cache.dim() == 2:  # a checkpoint with the full `(S, C)` cache: keep what selection reads
+            store.logit_cache = store.logit_cache.gather(1, store.probabilities.argmax(1, keepdim=True)).squeeze(1)
         return store
 
     def save(self, path: str | os.PathLike) -> None:
@@ -665,7 +668,7 @@ def select_reliable_spans(
     Classes with one span or constant scores keep all their spans; spans never visited are not reliable.
     """
     hard_labels = store.probabilities.argmax(1)
-    scores = store.logit_cache.gather(1, hard_labels.unsqueeze(1)).squeeze(1).double()
+    scores = store.logit_cache.double()
     reliable = torch.zeros(len(store), dtype=torch.bool)
     for label in range(store.num_labels):
         members = torch.nonzero(store.visited & (hard_labels == label)).squeeze(1)
@@ -1027,7 +1030,6 @@ class MaralObjective(PseudoLabelObjective):
         core.update_vmf_statistics(projections, hard)
         logits = core.vmf_logits(projections)
         detached = logits.detach()
-        self.store.logit_cache[real_rows] = detached.cpu()
         self.add_to_sum(
             "proto_sums",
             torch.zeros_like(self.proto_sums).index_add_(
@@ -1052,10 +1054,17 @@ class MaralObjective(PseudoLabelObjective):
             self.add_to_sum("neighbour_counts", torch.bincount(hard.cpu(), minlength=len(self.neighbour_counts)))
             if self.epoch > self.settings.update_soft_start:
                 soft = self._refine(real_rows, soft, detached, counts)
+        self._cache_pseudo_class_logits(real_rows, detached)
         self.add_to_sum("prior_sum", soft.sum(0))
         loss = self._target_loss(batch, mask, real_rows, soft, logits)
         keep = (hard != 0) | self._bernoulli(hard.shape, hard.device)
         return loss, (projections[keep].detach(), hard[keep])
+
+    def _cache_pseudo_class_logits(self, real_rows, logits):
+        """Caches each span's logit for its pseudo-class after this step's refinement, the score anchor selection
+        reads at the next epoch start (the pseudo-labels only change while their span is in a batch)."""
+        pseudo_classes = self.store.probabilities[real_rows].argmax(1, keepdim=True)
+        self.store.logit_cache[real_rows] = logits.cpu().gather(1, pseudo_classes).squeeze(1).float()
 
     def _refine(self, real_rows, soft, logits, neighbour_counts):
         """EMA-moves the soft labels of unreliable spans towards the classes that pass the margins (§6.7)."""

@@ -170,6 +170,17 @@ def test_evaluating_the_saved_model_reproduces_the_metrics(cli_run, data_files, 
     ).read_text(encoding="utf-8")
 
 
+def test_student_started_from_a_given_teacher_checkpoint(cli_run, tiny_encoder_dir, data_files, tmp_path):
+    teacher_dir, _ = cli_run
+    output_dir = tmp_path / "student"
+    flags = ["--method", "self_training", "--teacher_checkpoint", str(teacher_dir), "--student_init", "teacher"]
+    results = run_xner.main(cli_args(tiny_encoder_dir, data_files, output_dir, "--do_train", *flags))
+    assert "round_1_target_test_span_f1" in results
+    # the teacher stage's copy of the checkpoint carries its tokenizer, so the student can start from it
+    assert (output_dir / "teacher" / "tokenizer.json").is_file()
+    assert MaralForSpanNER.from_pretrained(output_dir).predict("Angela Merkel besuchte Paris .") is not None
+
+
 def test_rerun_into_non_empty_output_dir_fails_and_keeps_files(cli_run, tiny_encoder_dir, data_files):
     output_dir, _ = cli_run
     before = snapshot(output_dir)

@@ -362,9 +362,9 @@ def test_select_reliable_spans_per_class():
         [torch.zeros(len(values)), torch.ones(1), torch.full((4,), 2), torch.full((3,), 4), torch.zeros(2)]
     ).long()
     store.probabilities = F.one_hot(labels, len(LABELS)).float() * 0.7 + 0.06
-    store.logit_cache = torch.randn(len(store), len(LABELS), generator=torch.Generator().manual_seed(2))
-    store.logit_cache[: len(values), 0] = values.float()
-    store.logit_cache[len(values) + 1 : len(values) + 5, 2] = 1.5
+    store.logit_cache = torch.randn(len(store), generator=torch.Generator().manual_seed(2))
+    store.logit_cache[: len(values)] = values.float()
+    store.logit_cache[len(values) + 1 : len(values) + 5] = 1.5
     store.visited[:] = True
     store.visited[-5:] = False
     reliable = select_reliable_spans(store)
@@ -374,7 +374,7 @@ def test_select_reliable_spans_per_class():
     assert reliable[len(values) + 1 : len(values) + 5].all()  # constant scores: keep all
     assert not reliable[-5:].any()  # never visited: not reliable
     # the selection is invariant to an affine rescaling of a class's scores (min-max normalisation)
-    store.logit_cache[: len(values), 0] = values.float() * 3 + 7
+    store.logit_cache[: len(values)] = values.float() * 3 + 7
     assert torch.equal(select_reliable_spans(store), reliable)
 
 
@@ -515,7 +515,7 @@ def test_store_from_predictions(pruning):
     assert store.offsets.tolist() == [0, 5, 6]
     assert store.span_words.tolist() == enumerate_spans(3, 2).tolist() + [[0, 0]]
     assert store.reliable.all() and not store.visited.any()
-    assert torch.equal(store.logit_cache, torch.ones(6, 3))
+    assert torch.equal(store.logit_cache, torch.ones(6))
     torch.testing.assert_close(store.probabilities.sum(1), torch.ones(6))
 
 
@@ -539,7 +539,7 @@ def test_store_save_and_load_round_trip(tmp_path):
     store = PseudoLabelStore.from_predictions(sentence_ids, predictions)
     store.reliable[[1, 4]] = False
     store.visited[:3] = True
-    store.logit_cache = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
+    store.logit_cache = torch.randn(6, generator=torch.Generator().manual_seed(0))
     path = tmp_path / "labels.pt"
     store.save(path)
     assert not Path(f"{path}.tmp").exists()
@@ -555,8 +555,9 @@ def test_store_memory_grows_with_real_spans_not_padding():
     spans_per_sentence = len(enumerate_spans(num_words, 4))  # 4n - 6 = 50
     store = make_store(list(range(num_sentences)), [spans_per_sentence] * num_sentences, num_labels)
     total = num_sentences * spans_per_sentence
-    # probabilities + logit cache (float32), span words (int16 x 2), reliable + visited (bool), ids and offsets
-    expected = total * (num_labels * 4 * 2 + 2 * 2 + 2) + num_sentences * 8 + (num_sentences + 1) * 8
+    # probabilities (float32 x C), pseudo-class logit (float32), span words (int16 x 2), reliable + visited (bool),
+    # ids and offsets
+    expected = total * (num_labels * 4 + 4 + 2 * 2 + 2) + num_sentences * 8 + (num_sentences + 1) * 8
     assert store.nbytes() == expected
     padded = num_sentences * 512 * num_labels * 4  # one N x 512 x C float32 tensor of the reference code
     assert store.nbytes() < 0.3 * padded
@@ -654,10 +655,10 @@ class StoreSnapshots(TrainerCallback):
 
 def record_target_steps(trainer: MaralTrainer, objective: MaralObjective) -> dict[int, dict[str, torch.Tensor]]:
     """Re-derives, from each step's target batch, the per-epoch sums behind the target prior and the prototype
-    margins: soft labels of the visited spans after the step, and the cached logit of each span's hard label read
-    before the step."""
+    margins: soft labels of the visited spans after the step, and the target logit of each span's hard label read
+    before the step. Also checks that the store caches each span's logit for its pseudo-class after the step."""
     stream = trainer.target_stream
-    draw, step = stream.next_batch, objective.compute_loss
+    draw, step, compute_logits = stream.next_batch, objective.compute_loss, trainer.model.vmf_logits
     drawn: dict[str, dict[str, torch.Tensor]] = {}
     sums: dict[int, dict[str, torch.Tensor]] = defaultdict(
         lambda: {name: torch.zeros(len(LABELS), dtype=torch.float64) for name in ("prior", "proto", "count")}
@@ -667,21 +668,27 @@ def record_target_steps(trainer: MaralTrainer, objective: MaralObjective) -> dic
         drawn["batch"] = draw()
         return drawn["batch"]
 
+    def vmf_logits(projections):  # the last call of a step scores its target batch
+        drawn["logits"] = compute_logits(projections)
+        return drawn["logits"]
+
     def compute_loss(trainer_, model, inputs):
         hard_before = objective.store.probabilities.argmax(1)
         result = step(trainer_, model, inputs)
-        batch = drawn.pop("batch")
+        batch, logits = drawn.pop("batch"), drawn.pop("logits").detach().cpu()
         rows = objective.store.batch_rows(batch["sentence_ids"], batch["span_mask"])[batch["span_mask"]]
         hard = hard_before[rows]
         record = sums[objective.epoch]
         record["prior"] += objective.store.probabilities[rows].double().sum(0)
-        cached = objective.store.logit_cache[rows].gather(1, hard.unsqueeze(1)).squeeze(1).double()
-        record["proto"].index_add_(0, hard, cached)
+        record["proto"].index_add_(0, hard, logits.gather(1, hard.unsqueeze(1)).squeeze(1).double())
+        hard_after = objective.store.probabilities[rows].argmax(1, keepdim=True)
+        assert torch.equal(objective.store.logit_cache[rows], logits.gather(1, hard_after).squeeze(1).float())
         record["count"] += torch.bincount(hard, minlength=len(LABELS)).double()
         return result
 
     stream.next_batch = next_batch
     objective.compute_loss = compute_loss
+    trainer.model.vmf_logits = vmf_logits
     return sums
 
 
