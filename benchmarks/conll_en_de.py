@@ -151,12 +151,12 @@ def summarize(
 
 
 def print_table(records: list[dict]) -> None:
-    columns = [("method", 28), ("de test span F1", 16), ("de test seqeval F1", 20), ("en dev span F1", 16)]
+    columns = [("method", 36), ("de test span F1", 16), ("de test seqeval F1", 20), ("en dev span F1", 16)]
     columns += [("wall s", 9), ("RSS MB", 9)]
     print(columns[0][0].ljust(columns[0][1]) + "".join(name.rjust(width) for name, width in columns[1:]))
     for record in records:
         print(
-            f"{record['method']:<28}{100 * record['target_test_span_f1']:>16.2f}"
+            f"{record['method']:<36}{100 * record['target_test_span_f1']:>16.2f}"
             f"{100 * record['target_test_seqeval_f1']:>20.2f}{100 * record['source_dev_span_f1']:>16.2f}"
             f"{record['wall_seconds']:>9.0f}{record['peak_rss_mb']:>9.0f}"
         )
