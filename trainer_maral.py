@@ -1054,17 +1054,18 @@ class MaralObjective(PseudoLabelObjective):
             self.add_to_sum("neighbour_counts", torch.bincount(hard.cpu(), minlength=len(self.neighbour_counts)))
             if self.epoch > self.settings.update_soft_start:
                 soft = self._refine(real_rows, soft, detached, counts)
-        self._cache_pseudo_class_logits(real_rows, detached)
+        self._cache_pseudo_class_logits(real_rows, detached, soft)
         self.add_to_sum("prior_sum", soft.sum(0))
         loss = self._target_loss(batch, mask, real_rows, soft, logits)
         keep = (hard != 0) | self._bernoulli(hard.shape, hard.device)
         return loss, (projections[keep].detach(), hard[keep])
 
-    def _cache_pseudo_class_logits(self, real_rows, logits):
-        """Caches each span's logit for its pseudo-class after this step's refinement, the score anchor selection
-        reads at the next epoch start (the pseudo-labels only change while their span is in a batch)."""
-        pseudo_classes = self.store.probabilities[real_rows].argmax(1, keepdim=True)
-        self.store.logit_cache[real_rows] = logits.cpu().gather(1, pseudo_classes).squeeze(1).float()
+    def _cache_pseudo_class_logits(self, real_rows, logits, soft):
+        """Caches each span's logit for its pseudo-class after this step's refinement (`soft` holds the store's rows
+        as they now are), the score anchor selection reads at the next epoch start (the pseudo-labels only change
+        while their span is in a batch)."""
+        pseudo_class_logits = logits.gather(1, soft.argmax(1, keepdim=True)).squeeze(1)
+        self.store.logit_cache[real_rows] = pseudo_class_logits.float().cpu()
 
     def _refine(self, real_rows, soft, logits, neighbour_counts):
         """EMA-moves the soft labels of unreliable spans towards the classes that pass the margins (§6.7)."""

@@ -550,6 +550,16 @@ def test_store_save_and_load_round_trip(tmp_path):
     assert loaded.batch_rows(torch.tensor([3]), span_mask).tolist() == [[5, -1, -1, -1, -1]]
 
 
+def test_store_state_with_a_full_logit_cache_keeps_what_selection_reads():
+    sentence_ids, predictions = hand_predictions()
+    store = PseudoLabelStore.from_predictions(sentence_ids, predictions)
+    state = store.state_dict()
+    state["logit_cache"] = torch.randn(len(store), store.num_labels, generator=torch.Generator().manual_seed(1))
+    loaded = PseudoLabelStore.from_state_dict(state)
+    pseudo_classes = store.probabilities.argmax(1)
+    assert torch.equal(loaded.logit_cache, state["logit_cache"][torch.arange(len(store)), pseudo_classes])
+
+
 def test_store_memory_grows_with_real_spans_not_padding():
     num_sentences, num_words, num_labels = 50, 14, 5  # about the German average sentence length
     spans_per_sentence = len(enumerate_spans(num_words, 4))  # 4n - 6 = 50
