@@ -145,3 +145,22 @@ def flatten_metrics(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
     for label, values in metrics.get("per_label", {}).items():
         flat.update({f"{prefix}_{label}_{key}": value for key, value in values.items()})
     return flat
+
+
+def evaluate_datasets(
+    model,
+    datasets: dict[str, Any],
+    prefix: str,
+    batch_size: int = 32,
+    decoding: str | None = None,
+    per_label: bool = True,
+) -> dict[str, float]:
+    """Flat span-F1/seqeval metrics of `model` on named datasets, keys `<prefix>_<name>_...` (`<prefix>_...` for
+    the name `""`); `per_label=False` leaves out the per-label entries."""
+    metrics: dict[str, float] = {}
+    for name, dataset in datasets.items():
+        scores, _ = evaluate_model(model, dataset, batch_size, decoding=decoding)
+        if not per_label:
+            scores.pop("per_label")
+        metrics.update(flatten_metrics(scores, f"{prefix}_{name}" if name else prefix))
+    return metrics

@@ -40,6 +40,10 @@ logger = logging.get_logger(__name__)
 
 OUTSIDE_LABEL = "O"
 DECODING_MODES = ("greedy", "legacy", "none")
+DEFAULT_MAX_SPAN_WIDTH = 4
+"""Longest span in words (the paper's 4); a trained model keeps its own (its width embeddings depend on it)."""
+DEFAULT_MAX_SEQ_LENGTH = 128
+"""Subword budget per sentence, special tokens included."""
 PREDICTION_HEADS = ("mlp", "vmf")
 # Keys of a loaded nested config that must never reach a loader (remote-code and hub-resolution keys).
 UNSAFE_ENCODER_CONFIG_KEYS = ("trust_remote_code", "auto_map", "_name_or_path", "name_or_path", "custom_pipelines")
@@ -125,8 +129,8 @@ class MaralConfig(PretrainedConfig):
         self,
         encoder_config: dict | PretrainedConfig | None = None,
         labels: list[str] | None = None,
-        max_span_width: int = 4,
-        max_seq_length: int = 128,
+        max_span_width: int = DEFAULT_MAX_SPAN_WIDTH,
+        max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH,
         num_width_buckets: int = 4,
         width_embedding_dim: int = 50,
         length_embedding_dim: int = 100,
@@ -152,12 +156,7 @@ class MaralConfig(PretrainedConfig):
         kwargs["label2id"] = {label: index for index, label in enumerate(labels)}
         _check_choice("prediction_head", prediction_head, PREDICTION_HEADS)
         _check_choice("decoding", decoding, DECODING_MODES)
-        if max_span_width < 1:
-            raise ValueError(f"`max_span_width` must be at least 1, got {max_span_width}.")
-        if max_seq_length < 3:
-            raise ValueError(
-                f"`max_seq_length` must be at least 3 (two special tokens and a word), got {max_seq_length}."
-            )
+        check_span_limits(max_span_width, max_seq_length)
         self.max_span_width = max_span_width
         self.max_seq_length = max_seq_length
         self.num_width_buckets = num_width_buckets
@@ -186,6 +185,20 @@ class MaralConfig(PretrainedConfig):
             + self.width_embedding_dim
             + self.length_embedding_dim
             + self.morphology_embedding_dim
+        )
+
+
+def check_span_limits(max_span_width: int | None, max_seq_length: int | None, flag_prefix: str = "") -> None:
+    """The one check of the span limits (`None` means "not given"); errors name `f"{flag_prefix}max_span_width"`.
+
+    Raises:
+        ValueError: when `max_span_width < 1` or `max_seq_length < 3` (two special tokens and a word).
+    """
+    if max_span_width is not None and max_span_width < 1:
+        raise ValueError(f"`{flag_prefix}max_span_width` must be at least 1; got {max_span_width}.")
+    if max_seq_length is not None and max_seq_length < 3:
+        raise ValueError(
+            f"`{flag_prefix}max_seq_length` must be at least 3 (two special tokens and a word); got {max_seq_length}."
         )
 
 
@@ -932,7 +945,8 @@ class MaralForSpanNER(MaralPreTrainedModel):
         return self.config.projection_dim / 2 - 1
 
     def reset_vmf_estimator(self, index: int, generator: torch.Generator | None = None) -> None:
-        """Random class directions of norm 0.9 and zero counts (κ then starts at `0.81 p / 0.19`)."""
+        """Random class directions of norm `R = 0.9` and zero counts (κ then starts at `p R / (1 - R²)`, i.e.
+        `0.9 p / 0.19`)."""
         shape = self.vmf_means.shape[1:]
         directions = torch.randn(shape, generator=generator, dtype=torch.float64)
         self.vmf_means[index] = (0.9 * F.normalize(directions, dim=-1)).to(self.vmf_means.device)
@@ -948,29 +962,37 @@ class MaralForSpanNER(MaralPreTrainedModel):
         self.refresh_vmf_kappa()
 
     @torch.no_grad()
-    def update_vmf_statistics(self, projections: torch.Tensor, labels: torch.Tensor) -> None:
-        """Adds a batch to both estimators' cumulative class means (absent classes unchanged), then refreshes κ.
+    def vmf_class_statistics(
+        self, projections: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-class sums `(C, p)` and counts `(C,)` (float64) of a batch of projections, for `add_vmf_statistics`.
 
-        Under `torch.distributed`, the class sums and counts of all processes are added (an all-reduce).
+        With several processes, the caller adds these over all processes before passing them on, so that the
+        estimators stay equal everywhere.
 
         Args:
             projections: `(M, p)` L2-normalised projections (detached).
             labels: `(M,)` their class ids.
         """
-        num_labels = self.vmf_means.size(1)
         features = projections.detach().to(torch.float64)
         sums = torch.zeros_like(self.vmf_means[0]).index_add_(0, labels, features)
-        batch_counts = torch.bincount(labels, minlength=num_labels).to(torch.float64)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            # Multi-process training: every process adds the whole global batch, so the estimators stay equal.
-            packed = torch.cat([sums.flatten(), batch_counts])
-            torch.distributed.all_reduce(packed)
-            sums, batch_counts = packed[: sums.numel()].view_as(sums), packed[sums.numel() :]
-        totals = self.vmf_counts + batch_counts
+        counts = torch.bincount(labels, minlength=self.vmf_means.size(1)).to(torch.float64)
+        return sums, counts
+
+    @torch.no_grad()
+    def add_vmf_statistics(self, sums: torch.Tensor, counts: torch.Tensor) -> None:
+        """Adds per-class sums and counts to both estimators' cumulative class means (absent classes unchanged),
+        then refreshes κ."""
+        sums, counts = sums.to(self.vmf_means), counts.to(self.vmf_counts)
+        totals = self.vmf_counts + counts
         updated = (self.vmf_means * self.vmf_counts.unsqueeze(-1) + sums) / totals.clamp(min=1).unsqueeze(-1)
-        self.vmf_means.copy_(torch.where((batch_counts > 0).view(1, -1, 1), updated, self.vmf_means))
+        self.vmf_means.copy_(torch.where((counts > 0).view(1, -1, 1), updated, self.vmf_means))
         self.vmf_counts.copy_(totals)
         self.refresh_vmf_kappa()
+
+    def update_vmf_statistics(self, projections: torch.Tensor, labels: torch.Tensor) -> None:
+        """Adds a batch of this process's projections to the estimators (see `vmf_class_statistics`)."""
+        self.add_vmf_statistics(*self.vmf_class_statistics(projections, labels))
 
     @torch.no_grad()
     def refresh_vmf_kappa(self) -> None:

@@ -28,8 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import transformers
 from transformers import HfArgumentParser, set_seed
+from transformers.trainer import TRAINING_ARGS_NAME
 
 from data_loading import (
     code_switch_dataset,
@@ -40,20 +42,15 @@ from data_loading import (
     read_bilingual_dictionary,
 )
 from data_loading.collator import entity_coverage, warn_about_unreachable_entities
-from evaluation_maral import evaluate_model, flatten_metrics
+from evaluation_maral import evaluate_datasets, evaluate_model, flatten_metrics
 from model_cards.run import publish_run, write_run_card
-from modeling_maral import MaralConfig, MaralForSpanNER, SentencePrediction
-from trainer_maral import (
-    OBJECTIVES,
-    MaralTrainer,
-    MaralTrainingArguments,
-    SelfTrainingPipeline,
-    class_weights_from_counts,
-)
+from modeling_maral import MaralConfig, MaralForSpanNER, SentencePrediction, check_span_limits
+from objectives import OBJECTIVES, class_weights_from_counts
+from output_layout import ALL_RESULTS_FILE, PREDICTIONS_FILE
+from self_training_maral import SelfTrainingPipeline
+from trainer_maral import MaralTrainer, MaralTrainingArguments
 
 logger = logging.getLogger("run_xner")
-DEFAULT_MAX_SPAN_WIDTH = 4
-DEFAULT_MAX_SEQ_LENGTH = 128
 
 
 @dataclass
@@ -139,10 +136,7 @@ class DataArguments:
     target_language: str | None = field(default=None, metadata={"help": "Target language code (e.g. de)."})
 
     def __post_init__(self) -> None:
-        if self.max_span_width is not None and self.max_span_width < 1:
-            raise ValueError(f"`--max_span_width` must be at least 1; got {self.max_span_width}.")
-        if self.max_seq_length is not None and self.max_seq_length < 3:
-            raise ValueError(f"`--max_seq_length` must be at least 3; got {self.max_seq_length}.")
+        check_span_limits(self.max_span_width, self.max_seq_length, flag_prefix="--")
         for name in ("max_train_samples", "max_eval_samples", "max_predict_samples", "max_unlabeled_samples"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -266,12 +260,12 @@ def build_model(
         check_labels_match(model.config.labels, labels, init_path)
         apply_inference_settings(model, model_args, data_args, init_path)
     else:
+        span_limits = {"max_span_width": data_args.max_span_width, "max_seq_length": data_args.max_seq_length}
         model = MaralForSpanNER.from_encoder(
             model_args.model_name_or_path,
             labels=labels,
             encoder_dropout=model_args.encoder_dropout,
-            max_span_width=data_args.max_span_width or DEFAULT_MAX_SPAN_WIDTH,
-            max_seq_length=data_args.max_seq_length or DEFAULT_MAX_SEQ_LENGTH,
+            **{name: value for name, value in span_limits.items() if value is not None},  # else MaralConfig's
             classifier_dropout=model_args.classifier_dropout,
             decoding=model_args.decoding or "greedy",
             projection_dim=model_args.projection_dim,
@@ -341,6 +335,8 @@ def write_predictions(path: Path, dataset, predictions: list[SentencePrediction]
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
+# Datasets scored during training and by --do_eval (model selection uses source_dev only, never target data).
+EVALUATED_DATASETS = ("source_dev", "target_dev")
 # Datasets scored after every self-training stage (per-round metrics; never used for selection).
 REPORTED_DATASETS = ("source_dev", "target_dev", "target_test")
 
@@ -372,6 +368,88 @@ def take_over_push(training_args: MaralTrainingArguments) -> bool:
     return push
 
 
+def write_results(output_dir: Path, split: str, metrics: dict[str, float]) -> None:
+    """`<split>_results.json` and the merged `all_results.json`, as `Trainer.save_metrics` writes them."""
+    (output_dir / f"{split}_results.json").write_text(json.dumps(metrics, indent=4, sort_keys=True))
+    all_results_file = output_dir / ALL_RESULTS_FILE
+    merged = json.loads(all_results_file.read_text()) if all_results_file.is_file() else {}
+    all_results_file.write_text(json.dumps({**merged, **metrics}, indent=4, sort_keys=True))
+
+
+def save_final_model(model: MaralForSpanNER, training_args: MaralTrainingArguments) -> None:
+    """The run's model (with its tokenizer) and its training arguments in `--output_dir`, as `Trainer` saves them."""
+    output_dir = Path(training_args.output_dir)
+    model.save_pretrained(output_dir)
+    torch.save(training_args, output_dir / TRAINING_ARGS_NAME)
+
+
+def train(
+    model: MaralForSpanNER,
+    training_args: MaralTrainingArguments,
+    datasets: dict[str, Any],
+    eval_datasets: dict[str, Any],
+    source_class_counts,
+    build_stage_model,
+    code_switched,
+) -> tuple[MaralForSpanNER, dict[str, float]]:
+    """Trains with `--method`: one `MaralTrainer` run, or the teacher -> student pipeline of a self-training method.
+
+    Returns:
+        The trained model and the training metrics (per-stage metrics of a self-training run).
+    """
+    class_weights = class_weights_from_counts(source_class_counts)
+    if OBJECTIVES[training_args.method].self_training:
+        pipeline = SelfTrainingPipeline(
+            training_args,
+            build_stage_model,
+            datasets["source_train"],
+            datasets.get("target_unlabeled"),
+            source_class_counts,
+            class_weights,
+            eval_datasets=eval_datasets,
+            report_datasets={name: datasets[name] for name in REPORTED_DATASETS if name in datasets},
+            code_switched=code_switched,
+        )
+        model, metrics = pipeline.run()
+    else:
+        trainer = MaralTrainer(
+            model=model,
+            args=training_args,
+            train_dataset=datasets["source_train"],
+            eval_dataset=eval_datasets or None,
+            target_dataset=datasets.get("target_unlabeled"),
+            class_weights=class_weights,
+            processing_class=model.tokenizer,
+        )
+        metrics = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint).metrics
+        model = trainer.model
+        if training_args.should_save:
+            trainer.save_state()
+    return model, dict(metrics, train_samples=len(datasets["source_train"]))
+
+
+def evaluate_and_predict(
+    model: MaralForSpanNER, training_args: MaralTrainingArguments, datasets: dict[str, Any], labels: list[str]
+) -> dict[str, dict[str, float]]:
+    """`--do_eval` on the dev sets and `--do_predict` on the target test set (with `predictions.jsonl`).
+
+    Returns:
+        `{split: metrics}` for `eval` and `predict`, whichever ran.
+    """
+    results: dict[str, dict[str, float]] = {}
+    batch_size, decoding = training_args.per_device_eval_batch_size, training_args.eval_decoding
+    eval_datasets = {name: datasets[name] for name in EVALUATED_DATASETS if name in datasets}
+    if training_args.do_eval and eval_datasets:
+        results["eval"] = evaluate_datasets(model, eval_datasets, "eval", batch_size, decoding)
+    if training_args.do_predict and "target_test" in datasets:
+        scores, predictions = evaluate_model(model, datasets["target_test"], batch_size, decoding=decoding)
+        results["predict"] = flatten_metrics(scores, "predict_target_test")
+        if training_args.should_save:
+            path = Path(training_args.output_dir) / PREDICTIONS_FILE
+            write_predictions(path, datasets["target_test"], predictions, labels)
+    return results
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     argv = sys.argv[1:] if argv is None else list(argv)
     model_args, data_args, training_args, run_args = parse_arguments(argv)
@@ -386,80 +464,34 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     labels = resolve_labels(data_args, model_args)
     datasets = load_datasets(data_args, labels)
     model = build_model(model_args, data_args, labels)
-    # The resolved limits (defaults or the trained model's) for later stages and the model card.
-    data_args.max_span_width, data_args.max_seq_length = model.config.max_span_width, model.config.max_seq_length
     report_coverage(datasets, model)
     if training_args.do_train and "source_train" not in datasets:
         raise ValueError("--do_train needs --source_train_file.")
 
-    eval_datasets = {name: datasets[name] for name in ("source_dev", "target_dev") if name in datasets}
-    class_weights = (
-        class_weights_from_counts(count_span_labels(datasets["source_train"], model.config.max_span_width))
-        if "source_train" in datasets
-        else None
-    )
-    output_dir = Path(training_args.output_dir)
-    all_results: dict[str, float] = {}
-    self_training = training_args.do_train and OBJECTIVES[training_args.method].self_training
-    if self_training:
-        pipeline = SelfTrainingPipeline(
+    if training_args.should_save:
+        Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
+    results: dict[str, dict[str, float]] = {}
+    if training_args.do_train:
+        model, results["train"] = train(
+            model,
             training_args,
-            lambda path: build_model(model_args, data_args, labels, path),
-            datasets["source_train"],
-            datasets.get("target_unlabeled"),
+            datasets,
+            {name: datasets[name] for name in EVALUATED_DATASETS if name in datasets},
             count_span_labels(datasets["source_train"], model.config.max_span_width),
-            class_weights,
-            eval_datasets=eval_datasets,
-            report_datasets={name: datasets[name] for name in REPORTED_DATASETS if name in datasets},
-            code_switched=load_code_switched(data_args, training_args, labels, datasets),
+            lambda path: build_model(model_args, data_args, labels, path),
+            load_code_switched(data_args, training_args, labels, datasets),
         )
-        model, stage_metrics = pipeline.run()
-    trainer = MaralTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=None if self_training else datasets.get("source_train"),
-        eval_dataset=eval_datasets or None,
-        target_dataset=None if self_training else datasets.get("target_unlabeled"),
-        class_weights=class_weights,
-        processing_class=model.tokenizer,
-    )
-    if self_training:
-        trainer.save_model()
-        metrics = dict(stage_metrics, train_samples=len(datasets["source_train"]))
-        trainer.save_metrics("train", metrics)
-        all_results.update(metrics)
-    elif training_args.do_train:
-        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-        trainer.save_model()
-        metrics = dict(train_result.metrics, train_samples=len(datasets["source_train"]))
-        trainer.save_metrics("train", metrics)
-        trainer.save_state()
-        all_results.update(metrics)
-
-    trainer.include_per_label_metrics = True
-    if training_args.do_eval and eval_datasets:
-        metrics = trainer.evaluate(eval_datasets)
-        trainer.save_metrics("eval", metrics)
-        all_results.update(metrics)
-
-    if training_args.do_predict and "target_test" in datasets:
-        scores, predictions = evaluate_model(
-            trainer.model,
-            datasets["target_test"],
-            training_args.per_device_eval_batch_size,
-            decoding=training_args.eval_decoding,
-        )
-        metrics = flatten_metrics(scores, "predict_target_test")
-        trainer.save_metrics("predict", metrics)
-        all_results.update(metrics)
-        if trainer.is_world_process_zero():
-            write_predictions(output_dir / "predictions.jsonl", datasets["target_test"], predictions, labels)
-
-    if trainer.is_world_process_zero() and all_results:
+    results.update(evaluate_and_predict(model, training_args, datasets, labels))
+    output_dir = Path(training_args.output_dir)
+    if training_args.should_save:
+        if training_args.do_train or push_model:  # an evaluation-only run publishes the model it evaluated
+            save_final_model(model, training_args)
+        for split, metrics in results.items():
+            write_results(output_dir, split, metrics)
+    all_results = {key: value for metrics in results.values() for key, value in metrics.items()}
+    if training_args.should_save and all_results:
         print("\n" + results_table(all_results) + "\n")
-    if push_model and not training_args.do_train:
-        trainer.save_model()  # an evaluation-only run publishes the model it evaluated
-    if trainer.is_world_process_zero():
+    if training_args.should_save:
         arguments = (model_args, data_args, training_args, run_args)
         write_run_card(output_dir, argv, arguments, datasets, labels)
         publish_run(output_dir, arguments, datasets, labels, push_model)

@@ -58,15 +58,14 @@ from transformers import AutoModelForTokenClassification, PrinterCallback, Train
 from data_loading import count_span_labels, load_spans  # noqa: E402
 from data_loading.collator import MaralDataCollator  # noqa: E402
 from modeling_maral import MaralForSpanNER, featurize_words  # noqa: E402
-from trainer_maral import (  # noqa: E402
-    MaralTrainer,
-    MaralTrainingArguments,
+from objectives import (  # noqa: E402
     ObjectiveContext,
     PseudoLabelStore,
     build_objective,
     class_weights_from_counts,
     generate_pseudo_labels,
 )
+from trainer_maral import MaralTrainer, MaralTrainingArguments  # noqa: E402
 
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "conll03_en_de"
 DEFAULT_ENCODER = REPO_ROOT / ".cache" / "encoders" / "multilingual-e5-small"

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 
 from modeling_maral import (
+    DEFAULT_MAX_SEQ_LENGTH,
+    DEFAULT_MAX_SPAN_WIDTH,
     SentenceFeatures,
     collate_span_features,
     enumerate_spans,
@@ -54,8 +56,8 @@ class MaralDataCollator:
     """
 
     tokenizer: Any
-    max_span_width: int = 4
-    max_seq_length: int = 128
+    max_span_width: int = DEFAULT_MAX_SPAN_WIDTH
+    max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH
     label_column: str | None = "spans"
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

@@ -21,6 +21,9 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from objectives import OBJECTIVES, ObjectiveSpec
+from trainer_maral import MaralTrainingArguments
+
 from .collect import (
     DATA_FILE_KEYS,
     OutputFolder,
@@ -53,22 +56,11 @@ LANGUAGE_NAMES = {
     "ja": "Japanese", "ko": "Korean", "nl": "Dutch", "pt": "Portuguese", "ru": "Russian", "tr": "Turkish",
     "zh": "Chinese", "fi": "Finnish", "sv": "Swedish", "pl": "Polish", "vi": "Vietnamese", "id": "Indonesian",
 }  # fmt: skip
-METHOD_NAMES = {
-    "source_only": "zero-shot transfer (source-only teacher)",
-    "self_training": "teacher → student self-training (plain baseline)",
-    "maral": "MARAL teacher → student self-training",
-}
 HYPERPARAMETER_KEYS = (
     "method", "num_train_epochs", "max_steps", "learning_rate", "head_learning_rate", "per_device_train_batch_size",
     "gradient_accumulation_steps", "per_device_eval_batch_size", "weight_decay", "warmup_steps", "lr_scheduler_type",
     "optim", "seed", "bf16", "fp16", "encoder_dropout", "classifier_dropout", "freeze_word_embeddings", "mlm_weight",
     "mlm_mask_rate", "target_batch_size", "max_span_width", "max_seq_length", "decoding", "eval_decoding", "labels",
-)  # fmt: skip
-SELF_TRAINING_KEYS = (
-    "teacher_epochs", "teacher_selection", "teacher_checkpoint", "student_init", "self_training_rounds",
-    "pseudo_label_pruning", "student_mlm_weight", "tau", "ul_tau", "projection_dim", "contrastive_temperature",
-    "target_loss_input", "update_soft_start", "ema_start", "ema_end", "knn_k", "knn_o_keep_rate", "gmm_max_iter",
-    "gmm_reg_covar", "gmm_tol",
 )  # fmt: skip
 FRAMEWORKS = ("transformers", "torch", "datasets", "tokenizers", "huggingface_hub", "accelerate")
 CITATION = """@inproceedings{zhu-etal-2025-large,
@@ -135,17 +127,22 @@ def languages(folder: OutputFolder, info: RunInfo) -> dict[str, str | None]:
     }
 
 
-def training_method(folder: OutputFolder, info: RunInfo) -> str:
-    """`source_only`, `self_training` or `maral`, from the run's arguments or the stage folders."""
-    method = (info.run_config or {}).get("method")
-    if method:
-        return str(method)
-    if not folder.stages:
-        return "source_only"
-    maral = folder.config.get("prediction_head") == "vmf" or any(
-        "reliable_fraction" in record for record in folder.self_training_log
-    )
-    return "maral" if maral else "self_training"
+def training_method(folder: OutputFolder, info: RunInfo) -> ObjectiveSpec | None:
+    """The registered method of the run, from its arguments, else from its stage markers, else the default
+    method for a folder without stages; `None` when it is not known (or not registered here)."""
+    method = (info.run_config or {}).get("method") or folder.method
+    if method is None and not folder.stages:
+        method = MaralTrainingArguments.method
+    return OBJECTIVES.get(str(method)) if method else None
+
+
+def method_description(spec: ObjectiveSpec | None, folder: OutputFolder, info: RunInfo) -> str:
+    """The method's own "How it was trained" text, with the run's language names."""
+    if spec is None:
+        return "The training method of this model was not recorded."
+    codes = languages(folder, info)
+    source, target = language_name(codes["source"], "source"), language_name(codes["target"], "target")
+    return spec.card_description.format(source=source, target=target)
 
 
 def dataset_reference(name: str, role: str, split: str, folder: OutputFolder, info: RunInfo) -> dict[str, str]:
@@ -367,10 +364,10 @@ def epoch_result_table(folder: OutputFolder) -> dict[str, Any] | None:
     return {"columns": ["Epoch", "Step", "Training loss"], "rows": rows}
 
 
-def hyperparameters(info: RunInfo, method: str) -> list[tuple[str, str]]:
-    """The run's main settings, in a fixed order (self-training settings only for self-training runs)."""
+def hyperparameters(info: RunInfo, spec: ObjectiveSpec | None) -> list[tuple[str, str]]:
+    """The run's main settings, in a fixed order: the common ones, then those the method's spec lists."""
     run_config = redact(info.run_config or {})
-    keys = HYPERPARAMETER_KEYS + (SELF_TRAINING_KEYS if method != "source_only" else ())
+    keys = HYPERPARAMETER_KEYS + (spec.card_settings if spec is not None else ())
     rows = []
     for key in keys:
         value = run_config.get(key)
@@ -401,7 +398,7 @@ def usage_example(widget: list[str]) -> str:
 def template_context(folder: OutputFolder, info: RunInfo, widget: list[str]) -> dict[str, Any]:
     """Everything the body of `template.md` shows."""
     codes = languages(folder, info)
-    method = training_method(folder, info)
+    spec = training_method(folder, info)
     label_table, examples_origin = label_rows(folder, info)
     encoder = folder.config.get("encoder_config") or {}
     return {
@@ -418,8 +415,8 @@ def template_context(folder: OutputFolder, info: RunInfo, widget: list[str]) -> 
         "target_code": codes["target"],
         "source_name": language_name(codes["source"], "source"),
         "target_name": language_name(codes["target"], "target"),
-        "method": method,
-        "method_name": METHOD_NAMES.get(method, method),
+        "method_name": spec.display_name if spec is not None else "method not recorded",
+        "method_description": method_description(spec, folder, info),
         "rounds": len([stage for stage, _ in folder.stages if stage != "teacher"]),
         "labels": folder.labels[1:],
         "label_rows": label_table,
@@ -441,7 +438,7 @@ def template_context(folder: OutputFolder, info: RunInfo, widget: list[str]) -> 
         "wide_test_entities": (info.data_statistics or {})
         .get("target_test", {})
         .get("entities_wider_than_max_span_width"),
-        "hyperparameters": hyperparameters(info, method),
+        "hyperparameters": hyperparameters(info, spec),
         "framework_versions": framework_versions(),
         "dataset_id": info.dataset_id,
         "license_name": info.license,

@@ -14,6 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from output_layout import (
+    ALL_RESULTS_FILE,
+    PREDICTIONS_FILE,
+    PSEUDO_LABEL_FILE,
+    SELF_TRAINING_LOG,
+    STAGE_MARKER,
+    finished_stages,
+)
+
 SECRET_KEY_PATTERN = re.compile(r"token|secret|password|api_key", re.IGNORECASE)
 HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 REDACTED = "<redacted>"
@@ -39,6 +48,7 @@ class OutputFolder:
         stages: `(stage name, metrics)` from `teacher/stage.json` and `rounds/round_<r>/stage.json`, in order.
         pseudo_labels: `(stage name, statistics)` of each stage's `pseudo_labels.pt`.
         predictions: records of `predictions.jsonl` (target test sentences with predicted entities).
+        method: the `--method` recorded in the last stage marker (`None` for single-stage runs and older folders).
     """
 
     path: Path
@@ -49,6 +59,7 @@ class OutputFolder:
     stages: list[tuple[str, dict[str, float]]] = field(default_factory=list)
     pseudo_labels: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     predictions: list[dict[str, Any]] = field(default_factory=list)
+    method: str | None = None
 
     @property
     def labels(self) -> list[str]:
@@ -65,14 +76,6 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def stage_folders(output_dir: Path) -> list[tuple[str, Path]]:
-    """Finished self-training stages (`teacher`, `round_1`, ...) in training order."""
-    stages = [("teacher", output_dir / "teacher")] if (output_dir / "teacher" / "stage.json").is_file() else []
-    rounds = [path for path in (output_dir / "rounds").glob("round_*") if (path / "stage.json").is_file()]
-    rounds.sort(key=lambda path: int(path.name.split("_")[1]) if path.name.split("_")[1].isdigit() else 0)
-    return stages + [(path.name, path) for path in rounds]
 
 
 def pseudo_label_statistics(path: Path, labels: list[str]) -> dict[str, Any] | None:
@@ -109,21 +112,23 @@ def read_output_folder(output_dir: str | Path) -> OutputFolder:
     config = read_json(path / "config.json")
     if config is None:
         raise FileNotFoundError(f"{path} holds no saved model (no config.json): train or save a model there first.")
-    stages = stage_folders(path)
+    stages = finished_stages(path)
+    markers = [read_json(folder / STAGE_MARKER, {}) or {} for _, folder in stages]
     labels = list(config.get("labels") or [])
     return OutputFolder(
         path=path,
         config=config,
-        results=read_json(path / "all_results.json", {}),
+        results=read_json(path / ALL_RESULTS_FILE, {}),
         log_history=(read_json(path / "trainer_state.json", {}) or {}).get("log_history", []),
-        self_training_log=read_jsonl(path / "self_training_log.jsonl"),
-        stages=[(name, (read_json(folder / "stage.json", {}) or {}).get("metrics", {})) for name, folder in stages],
+        self_training_log=read_jsonl(path / SELF_TRAINING_LOG),
+        stages=[(name, marker.get("metrics", {})) for (name, _), marker in zip(stages, markers)],
         pseudo_labels=[
             (name, statistics)
             for name, folder in stages
-            if (statistics := pseudo_label_statistics(folder / "pseudo_labels.pt", labels)) is not None
+            if (statistics := pseudo_label_statistics(folder / PSEUDO_LABEL_FILE, labels)) is not None
         ],
-        predictions=read_jsonl(path / "predictions.jsonl"),
+        predictions=read_jsonl(path / PREDICTIONS_FILE),
+        method=next((marker["method"] for marker in reversed(markers) if "method" in marker), None),
     )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .card import RunInfo, write_model_card
-from .collect import command_line, dataset_statistics, hub_base_model, label_examples
+from .collect import command_line, dataset_statistics, hub_base_model, label_examples, read_json
 from .publish import HubPushError, push_model_folder, push_span_datasets
 
 logger = logging.getLogger(__name__)
@@ -39,8 +39,15 @@ def config_file(argv: Sequence[str]) -> Path | None:
     return None
 
 
-def run_info(argv: Sequence[str], arguments: Sequence[Any], datasets: Mapping[str, Any], labels: list[str]) -> RunInfo:
-    """Everything about the run that the output folder does not record, for the card."""
+def run_info(
+    argv: Sequence[str],
+    arguments: Sequence[Any],
+    datasets: Mapping[str, Any],
+    labels: list[str],
+    max_span_width: int | None = None,
+) -> RunInfo:
+    """Everything about the run that the output folder does not record, for the card (`max_span_width`: the
+    trained model's, for the data statistics)."""
     settings = run_settings(arguments)
     config_path = config_file(argv)
     target = datasets.get("target_test", datasets.get("target_unlabeled"))
@@ -54,7 +61,7 @@ def run_info(argv: Sequence[str], arguments: Sequence[Any], datasets: Mapping[st
         run_config=settings,
         label_examples=label_examples(source_train, labels) if source_train is not None else None,
         data_statistics={
-            name: dataset_statistics(dataset, settings.get("max_span_width")) for name, dataset in datasets.items()
+            name: dataset_statistics(dataset, max_span_width) for name, dataset in datasets.items()
         },
         target_sentences=target.select(range(min(WIDGET_POOL, len(target))))["tokens"] if target is not None else None,
     )
@@ -65,10 +72,12 @@ def write_run_card(
 ) -> Path | None:
     """Writes `README.md` for the model saved in `output_dir`; a failure is logged, never raised (the run's results
     are already saved; `python -m model_cards card` can write the card later)."""
-    if not (Path(output_dir) / "config.json").is_file():
+    config = read_json(Path(output_dir) / "config.json")
+    if config is None:
         return None
     try:
-        return write_model_card(output_dir, run_info(argv, arguments, datasets, labels))
+        info = run_info(argv, arguments, datasets, labels, config.get("max_span_width"))
+        return write_model_card(output_dir, info)
     except Exception as error:  # noqa: BLE001 - the card must not fail a finished run
         logger.warning(
             "Could not write the model card (%s: %s). Write it later with `python -m model_cards card %s`.",

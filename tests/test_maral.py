@@ -33,25 +33,21 @@ from modeling_maral import (
     log_bessel_iv,
     vmf_log_partition,
 )
-from tests.tiny_models import TINY_LABELS, TINY_SOURCE_RECORDS, TINY_TARGET_RECORDS, tiny_bert_config
-from trainer_maral import (
-    PSEUDO_LABEL_FILE,
-    STAGE_MARKER,
-    MaralObjective,
-    MaralTrainer,
-    MaralTrainingArguments,
-    PseudoLabelStore,
+from objectives import MaralObjective, PseudoLabelStore, generate_pseudo_labels
+from objectives.losses import target_span_loss
+from objectives.maral_adaptation import (
     class_margins,
-    ema_momentum,
     fit_two_gaussians,
-    generate_pseudo_labels,
-    gold_spans_by_sentence,
     knn_label_counts,
     l1_normalize,
     refinement_targets,
     select_reliable_spans,
-    target_span_loss,
 )
+from objectives.pseudo_labels import ema_momentum
+from output_layout import PSEUDO_LABEL_FILE, STAGE_MARKER
+from self_training_maral import gold_spans_by_sentence
+from tests.tiny_models import TINY_LABELS, TINY_SOURCE_RECORDS, TINY_TARGET_RECORDS, tiny_bert_config
+from trainer_maral import MaralTrainer, MaralTrainingArguments
 
 LABELS = list(TINY_LABELS)
 ORDER = 31  # ν = p/2 - 1 for the projection size p = 64
@@ -948,7 +944,7 @@ def test_pipeline_writes_stages_and_results(pipeline_run):
 def test_pipeline_rerun_skips_finished_stages(pipeline_run, tiny_encoder_dir, pipeline_files, caplog):
     output_dir, results = pipeline_run
     before = stage_mtimes(output_dir)
-    caplog.set_level(logging.INFO, logger="trainer_maral")
+    caplog.set_level(logging.INFO, logger="self_training_maral")
     again = run_xner.main(pipeline_argv(tiny_encoder_dir, pipeline_files, output_dir, "--overwrite_output_dir"))
     assert stage_mtimes(output_dir) == before
     skipped = [record.getMessage() for record in caplog.records if "skipping" in record.getMessage()]
@@ -964,7 +960,7 @@ def test_pipeline_replaces_a_leftover_partial_stage(pipeline_run, tiny_encoder_d
     os.rename(round_dir, partial)  # as if the stage had been interrupted before its rename ...
     (partial / "junk.bin").write_bytes(b"\x00junk")  # ... with junk and a stale marker in it
     (partial / STAGE_MARKER).write_text('{"stage": "junk", "metrics": {"round_1_target_test_span_f1": -1}}')
-    caplog.set_level(logging.INFO, logger="trainer_maral")
+    caplog.set_level(logging.INFO, logger="self_training_maral")
     results = run_xner.main(pipeline_argv(tiny_encoder_dir, pipeline_files, output_dir, "--overwrite_output_dir"))
     assert not partial.exists()
     assert not (round_dir / "junk.bin").exists()
@@ -979,7 +975,7 @@ def test_pipeline_retrains_finished_stages_when_a_setting_changes(
 ):
     output_dir, _ = pipeline_run
     before = stage_mtimes(output_dir)
-    caplog.set_level(logging.INFO, logger="trainer_maral")
+    caplog.set_level(logging.INFO, logger="self_training_maral")
     changed = pipeline_argv(tiny_encoder_dir, pipeline_files, output_dir, "--overwrite_output_dir", "--ul_tau", "0.5")
     run_xner.main(changed)
     after = stage_mtimes(output_dir)

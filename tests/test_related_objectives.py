@@ -20,23 +20,13 @@ from data_loading import (
     load_spans,
     read_bilingual_dictionary,
 )
+from objectives import OBJECTIVES, ObjectiveContext, build_objective
+from objectives.contproto import prototype_refinement
+from objectives.losses import info_nce, jensen_shannon_divergence, supervised_contrastive_loss, symmetric_kl
+from objectives.pram import attribution_consistency, downsample_non_entities
+from objectives.prototypes import ClassPrototypes, class_means
 from tests.tiny_models import TINY_LABELS, TINY_SOURCE_RECORDS, TINY_TARGET_RECORDS
-from trainer_maral import (
-    METHODS,
-    OBJECTIVES,
-    ClassPrototypes,
-    MaralTrainingArguments,
-    ObjectiveContext,
-    attribution_consistency,
-    build_objective,
-    class_means,
-    downsample_non_entities,
-    info_nce,
-    jensen_shannon_divergence,
-    prototype_refinement,
-    supervised_contrastive_loss,
-    symmetric_kl,
-)
+from trainer_maral import METHODS, MaralTrainingArguments
 
 LABELS = list(TINY_LABELS)
 
@@ -359,7 +349,7 @@ def test_pram_trains_end_to_end_without_a_teacher(run_directory, tiny_encoder_di
 
 
 def test_mcl_without_code_switched_data_says_so_and_trains(run_directory, tiny_encoder_dir, caplog):
-    caplog.set_level("INFO", logger="trainer_maral")
+    caplog.set_level("INFO", logger="objectives.mcl")
     output_dir, _ = run_method(run_directory, tiny_encoder_dir, "mcl", "--mcl_confidence_threshold=0.0")
     assert sum("contrast terms are off" in message for message in caplog.messages) == 1
     terms = [record["loss_terms"] for record in student_log(output_dir)]

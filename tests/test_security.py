@@ -12,8 +12,8 @@ import transformers
 
 from model_cards.collect import pseudo_label_statistics
 from modeling_maral import MaralConfig, MaralForSpanNER
+from objectives import PseudoLabelStore
 from tests.tiny_models import TINY_LABELS
-from trainer_maral import PseudoLabelStore
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 UNTRUSTED = {

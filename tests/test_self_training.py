@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import run_xner
-from trainer_maral import soft_cross_entropy
+from objectives.losses import soft_cross_entropy
 
 SOURCE = [
     {"context": "Peter Blackburn visited Brussels .", "span_posLabel": {"0;1": "PER", "3;3": "LOC"}},

@@ -12,15 +12,10 @@ import torch
 from data_loading import load_spans
 from data_loading.collator import MaralDataCollator
 from modeling_maral import MODEL_INPUT_NAMES, MaralForSpanNER, span_cross_entropy
+from objectives import SourceObjective, class_weights_from_counts
+from output_layout import TRAINER_STATE_FILE
 from tests.tiny_models import TINY_LABELS, TINY_SOURCE_RECORDS, TINY_TARGET_RECORDS
-from trainer_maral import (
-    TRAINER_STATE_FILE,
-    MaralTrainer,
-    MaralTrainingArguments,
-    SourceObjective,
-    TargetBatchStream,
-    class_weights_from_counts,
-)
+from trainer_maral import MaralTrainer, MaralTrainingArguments, TargetBatchStream
 
 LABELS = list(TINY_LABELS)
 

@@ -114,6 +114,9 @@ def build_tiny_encoder_dir(directory: Path, seed: int = 0) -> Path:
 PROJECT_MODULES = (
     "modeling_maral",
     "trainer_maral",
+    "self_training_maral",
+    "output_layout",
+    "objectives",
     "evaluation_maral",
     "pipeline_maral",
     "run_xner",

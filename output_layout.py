@@ -1,0 +1,51 @@
+# Copyright 2026 The maral-xner authors. Licensed under the Apache License, Version 2.0.
+"""The file and folder names of a run's output folder, in one place (the trainer, the self-training pipeline,
+`run_xner.py` and the model cards read them from here).
+
+    <output_dir>/                  the final model (safetensors, config.json, modeling_maral.py, tokenizer),
+                                   all_results.json and the other *_results.json, predictions.jsonl,
+                                   self_training_log.jsonl (per-epoch diagnostics of all stages)
+        teacher/                   a finished stage: its model, stage.json, pseudo_labels.pt
+        rounds/round_<r>/          the student of round r: the same, plus maral_trainer_state.pt
+        <stage>.partial/           a stage being trained, with its checkpoint-<step>/ folders
+        checkpoint-<step>/         the Trainer's checkpoints of a single-stage run (+ maral_trainer_state.pt)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+STAGE_MARKER = "stage.json"
+"""Written last into a stage folder: its metrics and the fingerprint of its settings, data and teacher."""
+PSEUDO_LABEL_FILE = "pseudo_labels.pt"
+"""The `PseudoLabelStore` a stage's model gives the target text."""
+TRAINER_STATE_FILE = "maral_trainer_state.pt"
+"""The objective's state and the target stream's position, beside every checkpoint and in a finished student."""
+SELF_TRAINING_LOG = "self_training_log.jsonl"
+"""Per-epoch diagnostics of the self-training stages."""
+PREDICTIONS_FILE = "predictions.jsonl"
+"""The entities of every target test sentence."""
+ALL_RESULTS_FILE = "all_results.json"
+TEACHER_STAGE = "teacher"
+ROUNDS_FOLDER = "rounds"
+PARTIAL_SUFFIX = ".partial"
+
+
+def round_stage(round_index: int) -> str:
+    """The stage folder of round `round_index`, relative to the output folder: `rounds/round_<r>`."""
+    return f"{ROUNDS_FOLDER}/round_{round_index}"
+
+
+def stage_name(stage: str) -> str:
+    """`teacher` -> `teacher`, `rounds/round_2` -> `round_2` (the prefix of the stage's metrics)."""
+    return Path(stage).name
+
+
+def finished_stages(output_dir: str | Path) -> list[tuple[str, Path]]:
+    """Finished self-training stages (`teacher`, `round_1`, ...) of an output folder, in training order."""
+    output_dir = Path(output_dir)
+    teacher = output_dir / TEACHER_STAGE
+    stages = [(TEACHER_STAGE, teacher)] if (teacher / STAGE_MARKER).is_file() else []
+    rounds = [path for path in (output_dir / ROUNDS_FOLDER).glob("round_*") if (path / STAGE_MARKER).is_file()]
+    rounds.sort(key=lambda path: int(path.name.split("_")[1]) if path.name.split("_")[1].isdigit() else 0)
+    return stages + [(path.name, path) for path in rounds]
