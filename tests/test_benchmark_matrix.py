@@ -154,14 +154,21 @@ def test_plan_puts_teachers_first_and_maral_last():
     assert {cell.method for cell in plan[:8]} == {"source_only"}
     assert {cell.method for cell in plan[-8:]} == {"maral"}
     assert {cell.seed for cell in plan if cell.method in ("pram", "mcl")} == {1}
+    layout = matrix.Layout.for_protocol(Path("out"), Path("res"), matrix.resolve_protocol("cpu"))
+    assert layout.result_file(plan[-1]) == Path("res/wikiann_zh/maral_seed3.json")
+    assert layout.output_dir(plan[0]) == Path("out/conll_de/source_only_seed1")
+    assert layout.log_file(plan[0]) == Path("out/logs/conll_de_source_only_seed1.log")
     only = matrix.build_plan(["source_only", "contproto"])
     assert {cell.method for cell in only} == {"source_only", "contproto"} and len(only) == 16
 
 
 def test_claims_are_exclusive_and_released(tmp_path):
-    lock_file = tmp_path / "locks" / "cell.lock"
+    layout = matrix.Layout(tmp_path, tmp_path / "results")
+    cell = matrix.Cell("conll_de", "source_only", 1)
+    lock_file = layout.lock_file(cell)
+    assert lock_file == tmp_path / "locks" / "conll_de_source_only_seed1.lock"
     claim = matrix.claim_cell(lock_file)
-    assert claim is not None and matrix.is_claimed(lock_file)
+    assert claim is not None and matrix.is_claimed(lock_file) and matrix.cell_status(cell, layout) == "running"
     assert matrix.claim_cell(lock_file) is None  # a second claim, even in the same process
     assert f"pid {os.getpid()}" in lock_file.read_text()
     claim.release()
