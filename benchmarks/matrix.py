@@ -1,0 +1,991 @@
+#!/usr/bin/env python
+"""The benchmark matrix: every method on CoNLL-03 en -> de and WikiANN en -> de/ar/hi/zh, over seeds, with one
+shared teacher per (dataset, seed); one cell at a time or as a resumable queue of workers.
+
+Datasets (under `--data_root`, default `../shared/data`; labels `O` + the types):
+
+| `--dataset` | source train / dev | target unlabelled / test | types |
+|---|---|---|---|
+| `conll_de` | `conll03_en_de/spanner.train` / `.dev` | `spanner.unlabel` / `.test` | LOC MISC ORG PER |
+| `wikiann_X` (de ar hi zh) | `wikiann/en/train.txt` / `dev.txt` | `wikiann/X/train.txt` / `test.txt` | LOC ORG PER |
+
+The gold spans of the unlabelled target text only feed diagnostics (the pseudo-labels' oracle F1), never training
+or selection. WikiANN's `token<TAB>tag` files are converted to span JSON: written as CoNLL, a sample whose first
+word starts with `[` or `{` would be read as JSON. In `zh` (one "word" per character) a `#` token tagged `O` stands
+for a space; inside a multi-word name (`約翰·葛倫 # (導演)`: `I-PER O I-PER`) it would split the name into two
+entities, so such a `#` takes the name's `I-` tag (the entity counts then match the data's README).
+`max_span_width` is 4 words, except 8 for `wikiann_zh`, whose words are characters: about 2 characters per Chinese
+word x 4 words, fixed a priori (not tuned on target statistics).
+
+Protocols (`--protocol`):
+
+* `cpu` (default): per seed k, `random.Random` streams derived from k and the role draw 2,000 source training
+  sentences, 1,000 source dev sentences and 2,000 unlabelled target sentences (without replacement, in file order,
+  `-DOCSTART-` dropped first); the target test set is always complete. The samples are written to
+  `outputs/benchmarks/<dataset>/data_seed<k>/`. The budget is the one of `conll_en_de.py`: offline
+  multilingual-e5-small with frozen word embeddings on the CPU, teacher (`source_only`) 2 epochs, students 2
+  epochs on top of that teacher.
+* `gpu`: the paper's budget on one CUDA device: full data (no sampling), teacher 8 epochs, students 20,
+  per-device batch 8 x gradient accumulation 4, learning rate 2e-5 (one rate for all parameters), 50 warm-up
+  steps, bf16, no frozen embeddings; everything under `gpu/` in the output and result folders.
+
+`--smoke` (for tests) keeps a protocol's code path but uses the first few sentences of each file and 1 + 1 epochs,
+under `smoke/`; a `gpu` smoke run on a machine without CUDA runs on the CPU without bf16.
+
+Cells: `source_only` is the teacher of its (dataset, seed) and is written to
+`outputs/benchmarks/<dataset>/source_only_seed<k>`; `self_training`, `maral`, `contproto` and `mcl` load it as
+`--teacher_checkpoint` and train their student for the student epochs; `pram` (no student stage) continues
+training the teacher's weights for the student epochs; `mcl` runs without code-switched data. The run's `--seed`
+is k. Results go to `benchmarks/results/<dataset>/<name>_seed<k>.json`; a cell whose result exists is skipped
+unless `--force`.
+
+    python benchmarks/matrix.py --dataset wikiann_zh --method source_only --seed 1
+    python benchmarks/matrix.py --dataset wikiann_zh --method maral --seed 1
+    python benchmarks/matrix.py --dataset conll_de --method maral --seed 1 --name maral_teacher_init -- \\
+        --student_init teacher
+
+The queue runs the issue's cells (`PLAN`: teachers first, then self_training and contproto, pram, mcl, and maral
+last), each in its own process (`OMP_NUM_THREADS=1`, log in `outputs/benchmarks/logs/`). A worker takes a cell
+only when its teacher has finished, and claims it with an exclusive `flock` on
+`outputs/benchmarks/locks/<cell>.lock` (which also records the pids): the kernel drops the lock when the worker
+and its cell process are gone, so a lock left by a dead worker is free again, and two workers never run the same
+cell. A failed cell is recorded under `failed/` and not retried unless `--retry_failed`.
+
+    nohup python benchmarks/matrix.py --queue --worker_id 1 > outputs/benchmarks/worker1.log 2>&1 &
+    python benchmarks/matrix.py --queue --dry_run            # the plan and each cell's status
+    python benchmarks/matrix.py --queue --protocol gpu       # the whole matrix on one CUDA device
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import random
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+import run_xner  # noqa: E402
+from data_loading import write_span_json  # noqa: E402
+from data_loading.dataset import _write_atomically  # noqa: E402
+from data_loading.readers import iter_records  # noqa: E402
+from data_loading.tag_schemes import tags_to_spans  # noqa: E402
+from trainer_maral import METHODS, OBJECTIVES  # noqa: E402
+
+DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
+DEFAULT_ENCODER = REPO_ROOT / ".cache" / "encoders" / "multilingual-e5-small"
+DEFAULT_OUTPUT_DIR = REPO_ROOT / "outputs" / "benchmarks"
+DEFAULT_RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+TEACHER_METHOD = "source_only"
+
+# ---------------------------------------------------------------------------------------------------------------
+# Datasets
+# ---------------------------------------------------------------------------------------------------------------
+
+ROLES = ("source_train", "source_dev", "target_unlabeled", "target_test")
+"""The four data files of a cell, in the order of `run_xner.py`'s flags."""
+
+RUN_XNER_FILE_FLAGS = {
+    "source_train": "source_train_file",
+    "source_dev": "source_validation_file",
+    "target_unlabeled": "target_unlabeled_file",
+    "target_test": "target_test_file",
+}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One source -> target language pair.
+
+    Attributes:
+        files: Path of each role's file, relative to the data root.
+        file_format: `span_json` (the project's format) or `wikiann` (`token<TAB>tag` lines, IOB2).
+        labels: The label list, `O` first.
+        target_language: ISO code of the target language (the source is English).
+        max_span_width: Longest span in words.
+        space_marker: Token that stands for a space (WikiANN zh's `#`); inside a name it takes the name's tag.
+    """
+
+    files: Mapping[str, str]
+    file_format: str
+    labels: tuple[str, ...]
+    target_language: str
+    max_span_width: int = 4
+    space_marker: str | None = None
+
+
+def wikiann(language: str, max_span_width: int = 4, space_marker: str | None = None) -> DatasetSpec:
+    """WikiANN English -> `language`: English train/dev, the target's train as unlabelled text, its full test."""
+    files = {
+        "source_train": "wikiann/en/train.txt",
+        "source_dev": "wikiann/en/dev.txt",
+        "target_unlabeled": f"wikiann/{language}/train.txt",
+        "target_test": f"wikiann/{language}/test.txt",
+    }
+    return DatasetSpec(files, "wikiann", ("O", "LOC", "ORG", "PER"), language, max_span_width, space_marker)
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "conll_de": DatasetSpec(
+        {role: f"conll03_en_de/spanner.{suffix}" for role, suffix in zip(ROLES, ("train", "dev", "unlabel", "test"))},
+        "span_json",
+        ("O", "LOC", "MISC", "ORG", "PER"),
+        "de",
+    ),
+    "wikiann_de": wikiann("de"),
+    "wikiann_ar": wikiann("ar"),
+    "wikiann_hi": wikiann("hi"),
+    # Characters are the words of WikiANN zh: ~2 characters per word x 4 words (a priori, not tuned).
+    "wikiann_zh": wikiann("zh", max_span_width=8, space_marker="#"),
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# Protocols
+# ---------------------------------------------------------------------------------------------------------------
+
+TEACHER_EPOCHS = 2
+STUDENT_EPOCHS = 2
+# With two student epochs, MARAL's margins start after epoch 0 and anchors/refinement in epoch 1.
+STUDENT_SETTINGS = {"update_soft_start": 0}
+# The budget of `conll_en_de.py` (its seed is replaced by the cell's). New span heads on a pretrained encoder need
+# a larger rate than the encoder with this small budget.
+BUDGET = {
+    "learning_rate": 5e-5,
+    "head_learning_rate": 1e-3,
+    "warmup_steps": 0.1,
+    "weight_decay": 0.01,
+    "per_device_train_batch_size": 8,
+    "per_device_eval_batch_size": 64,
+    "mlm_weight": 0.001,
+}
+# The paper's stage-1/stage-2 scripts (method notes §5, §6.12).
+GPU_BUDGET = {
+    "learning_rate": 2e-5,
+    "warmup_steps": 50,
+    "weight_decay": 0.01,
+    "per_device_train_batch_size": 8,
+    "gradient_accumulation_steps": 4,
+    "per_device_eval_batch_size": 64,
+    "mlm_weight": 0.001,
+}
+SMOKE_SAMPLE_SIZES = {"source_train": 12, "source_dev": 6, "target_unlabeled": 12, "target_test": 6}
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a cell is run: data sample, epochs, optimisation budget and device.
+
+    Attributes:
+        name: `cpu` or `gpu`.
+        sample_sizes: Sentences per role; `None` keeps the whole file.
+        random_sample: Draw the sentences at random (seeded by the cell's seed) instead of taking the first ones.
+        teacher_epochs: Epochs of `source_only`.
+        student_epochs: Epochs of the student stage (and of `pram`'s continued training).
+        budget: run_xner.py settings of every cell.
+        student_settings: Extra run_xner.py settings of the cells that start from the teacher.
+        device_flags: run_xner.py switches that select the device and precision.
+        smoke: A tiny run for tests.
+    """
+
+    name: str
+    sample_sizes: Mapping[str, int | None]
+    random_sample: bool
+    teacher_epochs: int
+    student_epochs: int
+    budget: Mapping[str, Any]
+    student_settings: Mapping[str, Any]
+    device_flags: tuple[str, ...]
+    smoke: bool = False
+
+    @property
+    def subdir(self) -> Path:
+        """Folder of this protocol under the output and result roots (empty for the CPU protocol)."""
+        return Path("gpu" if self.name == "gpu" else "", "smoke" if self.smoke else "")
+
+
+PROTOCOLS = {
+    "cpu": Protocol(
+        "cpu",
+        {"source_train": 2000, "source_dev": 1000, "target_unlabeled": 2000, "target_test": None},
+        True,
+        TEACHER_EPOCHS,
+        STUDENT_EPOCHS,
+        BUDGET,
+        STUDENT_SETTINGS,
+        ("--freeze_word_embeddings", "--use_cpu"),
+    ),
+    "gpu": Protocol("gpu", dict.fromkeys(ROLES), False, 8, 20, GPU_BUDGET, {}, ("--bf16",)),
+}
+
+
+def resolve_protocol(
+    name: str, smoke: bool = False, sample_sizes: Mapping[str, int | None] | None = None, cuda: bool | None = None
+) -> Protocol:
+    """The protocol `name`, made tiny by `smoke`, with `sample_sizes` replacing some of its sizes.
+
+    Args:
+        name: `cpu` or `gpu`.
+        smoke: First few sentences of each file and 1 + 1 epochs; a `gpu` smoke run without CUDA uses the CPU.
+        sample_sizes: Sentences per role (`None`: the whole file) that replace the protocol's.
+        cuda: Whether a CUDA device is available (default: ask torch).
+    """
+    protocol = PROTOCOLS[name]
+    if smoke:
+        protocol = dataclasses.replace(
+            protocol, sample_sizes=SMOKE_SAMPLE_SIZES, random_sample=False, teacher_epochs=1, student_epochs=1
+        )
+        if name == "gpu" and not (cuda_available() if cuda is None else cuda):
+            protocol = dataclasses.replace(protocol, device_flags=("--use_cpu",))
+        protocol = dataclasses.replace(protocol, smoke=True)
+    if sample_sizes:
+        protocol = dataclasses.replace(protocol, sample_sizes={**protocol.sample_sizes, **sample_sizes})
+    return protocol
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def parse_sample_sizes(text: str) -> dict[str, int | None]:
+    """`source_train=20,target_test=all` -> `{"source_train": 20, "target_test": None}`."""
+    sizes: dict[str, int | None] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        role, _, value = item.partition("=")
+        if role not in ROLES or not value:
+            raise argparse.ArgumentTypeError(f"{item!r}: use ROLE=N or ROLE=all with ROLE in {', '.join(ROLES)}.")
+        if value != "all" and not (value.isdigit() and int(value) > 0):
+            raise argparse.ArgumentTypeError(f"{item!r}: the size must be a positive number or 'all'.")
+        sizes[role] = None if value == "all" else int(value)
+    return sizes
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data preparation
+# ---------------------------------------------------------------------------------------------------------------
+
+Sentence = dict[str, Any]
+"""`{"tokens": [...], "spans": [{"start", "end", "label"}, ...]}` (end inclusive), the in-memory record shape."""
+
+DATA_VERSION = 1
+"""Bump when the preparation changes, so that prepared folders are written again."""
+
+
+def read_token_tag_sentences(path: Path) -> Iterator[tuple[list[str], list[str]]]:
+    """Words and tags of a `token<TAB>tag` file; blank lines end sentences (word = first column, tag = last)."""
+    tokens: list[str] = []
+    tags: list[str] = []
+    for line in path.read_text(encoding="utf-8-sig").split("\n"):
+        columns = line.split()
+        if columns:
+            tokens.append(columns[0])
+            tags.append(columns[-1])
+        elif tokens:
+            yield tokens, tags
+            tokens, tags = [], []
+    if tokens:
+        yield tokens, tags
+
+
+def join_names_across_space_markers(tokens: Sequence[str], tags: Sequence[str], marker: str) -> list[str]:
+    """Tags where each `O`-tagged `marker` token between two words of one name takes the name's `I-` tag.
+
+    Args:
+        tokens: The words of a sentence.
+        tags: Their IOB2 tags.
+        marker: The token that stands for a space (WikiANN zh: `#`).
+
+    Returns:
+        The repaired tags: `B-PER # I-PER` (`B-PER O I-PER`) becomes `B-PER I-PER I-PER`, one entity instead of two.
+    """
+    repaired = list(tags)
+    for position in range(1, len(tokens) - 1):
+        previous, following = repaired[position - 1], tags[position + 1]
+        if tokens[position] == marker and tags[position] == "O" and previous != "O" and following.startswith("I-"):
+            entity_type = following[2:]
+            if previous[2:] == entity_type:
+                repaired[position] = f"I-{entity_type}"
+    return repaired
+
+
+def span_sentence(tokens: list[str], spans: Iterable[tuple[int, int, str]]) -> Sentence:
+    """The in-memory record of words and `(start, end, label)` spans (end inclusive)."""
+    return {"tokens": tokens, "spans": [{"start": start, "end": end, "label": label} for start, end, label in spans]}
+
+
+def read_sentences(path: Path, spec: DatasetSpec) -> list[Sentence]:
+    """The sentences of one data file, `-DOCSTART-` separators dropped.
+
+    Args:
+        path: A span JSON file or a WikiANN `token<TAB>tag` file.
+        spec: The dataset (format and space marker).
+    """
+    if spec.file_format == "span_json":
+        return [span_sentence(record.tokens, record.spans) for record in iter_records(path) if not record.is_docstart]
+    sentences = []
+    for tokens, tags in read_token_tag_sentences(path):
+        if tokens == ["-DOCSTART-"]:
+            continue
+        if spec.space_marker is not None:
+            tags = join_names_across_space_markers(tokens, tags, spec.space_marker)
+        sentences.append(span_sentence(tokens, tags_to_spans(tags)))
+    return sentences
+
+
+def sample_indices(available: int, size: int | None, seed: int, role: str, random_sample: bool = True) -> list[int]:
+    """Indices of the sentences a cell uses, in file order.
+
+    Args:
+        available: Number of sentences in the file.
+        size: How many to keep (`None` or more than available: all).
+        seed: The cell's seed.
+        role: The file's role; each role draws from its own stream, `random.Random("<seed>/<role>")` (string seeds
+            are hashed with SHA-512, so the stream is the same in every process).
+        random_sample: Draw at random; otherwise take the first `size` sentences.
+    """
+    if size is None or size >= available:
+        return list(range(available))
+    if not random_sample:
+        return list(range(size))
+    return sorted(random.Random(f"{seed}/{role}").sample(range(available), size))
+
+
+def data_manifest(dataset: str, spec: DatasetSpec, data_root: Path, seed: int, protocol: Protocol) -> dict:
+    """What a prepared data folder holds; a folder whose manifest differs is prepared again."""
+    sizes = {role: protocol.sample_sizes.get(role) for role in ROLES}
+    return {
+        "version": DATA_VERSION,
+        "dataset": dataset,
+        "seed": seed,
+        "sources": {role: str(data_root / spec.files[role]) for role in ROLES},
+        "sample_sizes": sizes,
+        "random_sample": protocol.random_sample,
+        "space_marker": spec.space_marker,
+    }
+
+
+def prepare_data(
+    dataset: str, data_root: Path, data_dir: Path, seed: int, protocol: Protocol
+) -> tuple[dict[str, Path], dict[str, int]]:
+    """Writes the sample of one (dataset, seed) as span JSON files (atomically), unless already there.
+
+    Args:
+        dataset: Name in `DATASETS`.
+        data_root: Folder with `conll03_en_de/` and `wikiann/`.
+        data_dir: Folder of the sample (`.../<dataset>/data_seed<k>`).
+        seed: The cell's seed.
+        protocol: Sizes and sampling.
+
+    Returns:
+        The file of each role and its number of sentences.
+    """
+    spec = DATASETS[dataset]
+    files = {role: data_dir / f"{role}.json" for role in ROLES}
+    manifest = data_manifest(dataset, spec, data_root, seed, protocol)
+    manifest_file = data_dir / "manifest.json"
+    if manifest_file.is_file() and all(path.is_file() for path in files.values()):
+        written = json.loads(manifest_file.read_text(encoding="utf-8"))
+        if {key: written.get(key) for key in manifest} == manifest:
+            return files, written["sentences"]
+    counts = {}
+    for role in ROLES:
+        sentences = read_sentences(data_root / spec.files[role], spec)
+        chosen = sample_indices(len(sentences), manifest["sample_sizes"][role], seed, role, protocol.random_sample)
+        write_span_json([sentences[index] for index in chosen], files[role], spec.labels, overwrite=True)
+        counts[role] = len(chosen)
+    write_json_atomically(manifest_file, {**manifest, "sentences": counts})
+    return files, counts
+
+
+def write_json_atomically(path: Path, record: Any) -> None:
+    """Writes `record` as indented JSON to a temporary file next to `path` and renames it into place."""
+    _write_atomically(path, json.dumps(record, indent=2, ensure_ascii=False) + "\n", overwrite=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Cells, their folders and the plan
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the matrix: a method (or a named variant of it) on a dataset with a seed."""
+
+    dataset: str
+    method: str
+    seed: int
+    name: str | None = None
+
+    @property
+    def run_name(self) -> str:
+        """Name of the cell's output folder and result file (the method unless a variant is named)."""
+        return self.name or self.method
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}_{self.run_name}_seed{self.seed}"
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.method != TEACHER_METHOD
+
+    @property
+    def teacher(self) -> Cell:
+        """The `source_only` cell of the same dataset and seed."""
+        return Cell(self.dataset, TEACHER_METHOD, self.seed)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a protocol's cells keep data, models, results, logs and locks."""
+
+    output_root: Path
+    results_root: Path
+
+    @classmethod
+    def for_protocol(cls, output_dir: Path, results_dir: Path, protocol: Protocol) -> Layout:
+        return cls(output_dir / protocol.subdir, results_dir / protocol.subdir)
+
+    def data_dir(self, dataset: str, seed: int) -> Path:
+        return self.output_root / dataset / f"data_seed{seed}"
+
+    def output_dir(self, cell: Cell) -> Path:
+        return self.output_root / cell.dataset / f"{cell.run_name}_seed{cell.seed}"
+
+    def result_file(self, cell: Cell) -> Path:
+        return self.results_root / cell.dataset / f"{cell.run_name}_seed{cell.seed}.json"
+
+    def log_file(self, cell: Cell) -> Path:
+        return self.output_root / "logs" / f"{cell.key}.log"
+
+    def lock_file(self, cell: Cell) -> Path:
+        return self.output_root / "locks" / f"{cell.key}.lock"
+
+    def failure_file(self, cell: Cell) -> Path:
+        return self.output_root / "failed" / f"{cell.key}.json"
+
+    def is_done(self, cell: Cell) -> bool:
+        return self.result_file(cell).is_file()
+
+    def teacher_ready(self, cell: Cell) -> bool:
+        """Whether the cell can start: it needs no teacher, or its teacher has a result and a saved model."""
+        teacher = cell.teacher
+        return not cell.needs_teacher or (
+            self.is_done(teacher) and (self.output_dir(teacher) / "config.json").is_file()
+        )
+
+
+PLAN_SEEDS = {"conll_de": (1, 2, 3), "wikiann_zh": (1, 2, 3), "wikiann_ar": (1,), "wikiann_hi": (1,)}
+"""Datasets of the queue (in priority order) and their seeds."""
+PLAN_STAGES = (("source_only",), ("self_training", "contproto"), ("pram",), ("mcl",), ("maral",))
+"""Methods of the queue in priority order; `maral` last, its defaults are still changing."""
+SEED_ONLY_ONE = ("pram", "mcl")
+"""Methods the plan runs at the first seed only."""
+
+
+def build_plan(only_methods: Sequence[str] | None = None) -> list[Cell]:
+    """The queue's cells in priority order: per stage of `PLAN_STAGES`, seed by seed, dataset by dataset."""
+    cells = []
+    first_seed = min(seed for seeds in PLAN_SEEDS.values() for seed in seeds)
+    for methods in PLAN_STAGES:
+        for seed in sorted({seed for seeds in PLAN_SEEDS.values() for seed in seeds}):
+            for dataset, seeds in PLAN_SEEDS.items():
+                for method in methods:
+                    if seed in seeds and (method not in SEED_ONLY_ONE or seed == first_seed):
+                        cells.append(Cell(dataset, method, seed))
+    return [cell for cell in cells if only_methods is None or cell.method in only_methods]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One cell
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def build_argv(
+    cell: Cell,
+    protocol: Protocol,
+    encoder: Path,
+    data_files: Mapping[str, Path],
+    layout: Layout,
+    extra_flags: Sequence[str] = (),
+) -> list[str]:
+    """run_xner.py flags of a cell; `extra_flags` come last and so override the protocol."""
+    spec = DATASETS[cell.dataset]
+    settings = {
+        "model_name_or_path": str(encoder),
+        **{RUN_XNER_FILE_FLAGS[role]: str(path) for role, path in data_files.items()},
+        "labels": ",".join(spec.labels),
+        "source_language": "en",
+        "target_language": spec.target_language,
+        "max_span_width": spec.max_span_width,
+        "method": cell.method,
+        "output_dir": str(layout.output_dir(cell)),
+        "eval_strategy": "no",
+        "save_strategy": "no",
+        "logging_steps": 50,
+        "disable_tqdm": True,
+        "train_sampling_strategy": "group_by_length",
+        "report_to": "none",
+        **protocol.budget,
+        "seed": cell.seed,
+    }
+    if cell.needs_teacher:
+        settings.update(num_train_epochs=protocol.student_epochs, **protocol.student_settings)
+        teacher_dir = str(layout.output_dir(cell.teacher))
+        if OBJECTIVES[cell.method].self_training:
+            settings["teacher_checkpoint"] = teacher_dir
+        else:  # PRAM has no student stage: it continues from the shared teacher for the student epochs
+            settings["model_name_or_path"] = teacher_dir
+    else:
+        settings["num_train_epochs"] = protocol.teacher_epochs
+    flags = [f"--{key}={value}" for key, value in settings.items()]
+    flags += [*protocol.device_flags, "--do_train", "--overwrite_output_dir"]
+    # Students are scored after their stage (`round_<r>_*`); evaluating the same model again would cost minutes.
+    flags += [] if OBJECTIVES[cell.method].self_training else ["--do_eval", "--do_predict"]
+    return flags + list(extra_flags)
+
+
+def weights_fingerprint(model_dir: Path) -> str:
+    """SHA-256 of a saved model's safetensors files: the identity of a teacher."""
+    digest = hashlib.sha256()
+    for path in sorted(model_dir.glob("*.safetensors")):
+        with path.open("rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def self_training_log(output_dir: Path) -> list[dict]:
+    """The records of `self_training_log.jsonl` (none for single-stage runs)."""
+    log = output_dir / "self_training_log.jsonl"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+
+
+def final_prefixes(method: str, results: Mapping[str, float]) -> tuple[str, str]:
+    """Result-key prefixes of the source dev and target test scores of the final model."""
+    if not OBJECTIVES[method].self_training:
+        return "eval_source_dev", "predict_target_test"
+    rounds = [int(key.split("_")[1]) for key in results if key.startswith("round_") and "_target_test_" in key]
+    last = max(rounds, default=1)
+    return f"round_{last}_source_dev", f"round_{last}_target_test"
+
+
+def result_record(
+    cell: Cell,
+    protocol: Protocol,
+    results: Mapping[str, float],
+    wall_seconds: float,
+    argv: list[str],
+    output_dir: Path,
+    teacher_fingerprint: str,
+    sentences: Mapping[str, int],
+    encoder: Path,
+) -> dict:
+    """The result file of a cell: final scores, diagnostics, the configuration and the machine."""
+    dev, test = final_prefixes(cell.method, results)
+    log = self_training_log(output_dir)
+    return {
+        "pseudo_label_oracle_f1": [
+            {"stage": record["stage"], "epoch": record.get("epoch"), "f1": record["pseudo_label_oracle"]["f1"]}
+            for record in log
+            if "pseudo_label_oracle" in record
+        ],
+        "student_epochs": [record for record in log if record["stage"] != "teacher"],
+        "method": cell.run_name,
+        "objective": cell.method,
+        "dataset": cell.dataset,
+        "seed": cell.seed,
+        "protocol": protocol.name + (" (smoke)" if protocol.smoke else ""),
+        "teacher_fingerprint": teacher_fingerprint,
+        "target_test_span_f1": results[f"{test}_span_f1"],
+        "target_test_seqeval_f1": results[f"{test}_seqeval_f1"],
+        "target_test_seqeval_precision": results[f"{test}_seqeval_precision"],
+        "target_test_seqeval_recall": results[f"{test}_seqeval_recall"],
+        "source_dev_span_f1": results[f"{dev}_span_f1"],
+        "source_dev_seqeval_f1": results[f"{dev}_seqeval_f1"],
+        "wall_seconds": round(wall_seconds, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "config": {
+            "sample_sizes": dict(protocol.sample_sizes),
+            "random_sample": protocol.random_sample,
+            "sentences": dict(sentences),
+            "teacher_epochs": protocol.teacher_epochs,
+            "student_epochs": protocol.student_epochs,
+            "budget": dict(protocol.budget),
+            "student_settings": dict(protocol.student_settings),
+            "max_span_width": DATASETS[cell.dataset].max_span_width,
+            "encoder": encoder_description(encoder),
+            "test": "full target test set" if protocol.sample_sizes.get("target_test") is None else "sample",
+            "argv": argv,
+        },
+        "machine": machine_description(),
+        "all_results": dict(results),
+    }
+
+
+def encoder_description(encoder: Path) -> dict:
+    """The encoder's path and, for the converted offline encoder, what it was converted from."""
+    conversion = encoder / "conversion.json"
+    description: dict[str, Any] = {"path": str(encoder)}
+    if conversion.is_file():
+        description["conversion"] = json.loads(conversion.read_text(encoding="utf-8"))
+    return description
+
+
+def machine_description() -> dict:
+    import torch
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": device,
+        "cpu_threads": torch.get_num_threads(),
+    }
+
+
+def run_cell(
+    cell: Cell,
+    protocol: Protocol,
+    layout: Layout,
+    data_root: Path,
+    encoder: Path,
+    extra_flags: Sequence[str] = (),
+    force: bool = False,
+) -> Path | None:
+    """Prepares the data, trains and scores one cell in this process and writes its result file.
+
+    Returns:
+        The result file, or `None` when it already existed (and `force` is off).
+
+    Raises:
+        SystemExit: Without an encoder, a finished teacher (for a student), or CUDA (`gpu` protocol).
+    """
+    result_file = layout.result_file(cell)
+    if result_file.is_file() and not force:
+        print(f"skipping {cell.key}: {result_file} exists (pass --force to run it again)")
+        return None
+    check_can_run(cell, protocol, layout, encoder)
+    data_dir = layout.data_dir(cell.dataset, cell.seed)
+    data_files, sentences = prepare_data(cell.dataset, data_root, data_dir, cell.seed, protocol)
+    argv = build_argv(cell, protocol, encoder, data_files, layout, extra_flags)
+    teacher_dir = layout.output_dir(cell.teacher)
+    teacher_fingerprint = weights_fingerprint(teacher_dir) if cell.needs_teacher else ""
+    start = time.perf_counter()
+    results = run_xner.main(argv)
+    wall_seconds = time.perf_counter() - start
+    output_dir = layout.output_dir(cell)
+    teacher_fingerprint = teacher_fingerprint or weights_fingerprint(output_dir)
+    record = result_record(
+        cell, protocol, results, wall_seconds, argv, output_dir, teacher_fingerprint, sentences, encoder
+    )
+    write_json_atomically(result_file, record)
+    print(f"\n{cell.key}: target test span F1 {100 * record['target_test_span_f1']:.2f}, wrote {result_file}")
+    return result_file
+
+
+def check_can_run(cell: Cell, protocol: Protocol, layout: Layout, encoder: Path) -> None:
+    """Exits with a message when the encoder, the teacher (of a student) or the CUDA device is missing."""
+    if not (encoder / "config.json").is_file():
+        sys.exit(f"No encoder at {encoder}: run `make encoder` first (or pass --encoder).")
+    if not layout.teacher_ready(cell):
+        teacher = cell.teacher
+        sys.exit(
+            f"No finished teacher for {cell.dataset} seed {cell.seed}: expected {layout.result_file(teacher)} and "
+            f"a model in {layout.output_dir(teacher)}. Run `python benchmarks/matrix.py --dataset {cell.dataset} "
+            f"--method {TEACHER_METHOD} --seed {cell.seed}` (same --protocol) first."
+        )
+    if "--bf16" in protocol.device_flags and not cuda_available():
+        sys.exit("The gpu protocol needs a CUDA device (or --smoke, which then runs on the CPU).")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The queue
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CellClaim:
+    """An exclusive `flock` on a cell's lock file, held until `release` (or until every holder has exited)."""
+
+    path: Path
+    descriptor: int
+
+    def record(self, text: str) -> None:
+        """Replaces the lock file's content (who holds it; for people and `--dry_run`)."""
+        os.ftruncate(self.descriptor, 0)
+        os.pwrite(self.descriptor, text.encode(), 0)
+
+    def release(self) -> None:
+        fcntl.flock(self.descriptor, fcntl.LOCK_UN)
+        os.close(self.descriptor)
+
+
+def claim_cell(lock_file: Path) -> CellClaim | None:
+    """Claims a cell: an exclusive, non-blocking `flock` on its lock file, which then records this process's pid.
+
+    The lock files are never deleted (deleting one could let two processes lock two different files of the same
+    name). A lock file left by a process that has died holds no lock any more and is claimed again.
+
+    Returns:
+        The claim, or `None` when another process (or another claim in this process) holds the cell.
+    """
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        return None
+    claim = CellClaim(lock_file, descriptor)
+    claim.record(f"worker pid {os.getpid()}\n")
+    return claim
+
+
+def is_claimed(lock_file: Path) -> bool:
+    """Whether a live process holds the cell's lock."""
+    if not lock_file.is_file():
+        return False
+    claim = claim_cell(lock_file)
+    if claim is None:
+        return True
+    claim.release()
+    return False
+
+
+def cell_status(cell: Cell, layout: Layout) -> str:
+    """`done`, `running`, `failed`, `waiting for teacher` or `todo`."""
+    if layout.is_done(cell):
+        return "done"
+    if is_claimed(layout.lock_file(cell)):
+        return "running"
+    if layout.failure_file(cell).is_file():
+        return "failed"
+    return "todo" if layout.teacher_ready(cell) else "waiting for teacher"
+
+
+Launcher = Callable[[Cell, CellClaim], int]
+"""Runs one claimed cell to its end and returns its exit status."""
+
+
+@dataclass
+class CellCommand:
+    """Runs cells as `python benchmarks/matrix.py --dataset ... --method ... --seed ...` processes."""
+
+    layout: Layout
+    common_flags: list[str]
+    threads: int = 1
+    worker_id: int = 0
+    python: str = sys.executable
+    environment: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    def command(self, cell: Cell) -> list[str]:
+        cell_flags = ["--dataset", cell.dataset, "--method", cell.method, "--seed", str(cell.seed)]
+        return [self.python, str(Path(__file__).resolve()), *cell_flags, *self.common_flags]
+
+    def __call__(self, cell: Cell, claim: CellClaim) -> int:
+        """Runs the cell with its log in `logs/`; the process inherits the lock, so the cell stays claimed while it
+        runs even if this worker dies."""
+        log_file = self.layout.log_file(cell)
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        environment = {**self.environment, "OMP_NUM_THREADS": str(self.threads)}
+        with log_file.open("a", encoding="utf-8") as log:
+            started = datetime.datetime.now().isoformat(timespec="seconds")
+            log.write(f"===== {started} worker {self.worker_id} (pid {os.getpid()}): {' '.join(self.command(cell))}\n")
+            log.flush()
+            process = subprocess.Popen(
+                self.command(cell), stdout=log, stderr=subprocess.STDOUT, env=environment, pass_fds=(claim.descriptor,)
+            )
+            claim.record(f"worker pid {os.getpid()}, cell pid {process.pid}\n")
+            return process.wait()
+
+
+def next_cell(plan: Sequence[Cell], layout: Layout, skip_failed: bool = True) -> tuple[Cell, CellClaim] | None:
+    """Claims the first cell of `plan` that is not done, not failed, not claimed and whose teacher is done."""
+    for cell in plan:
+        if layout.is_done(cell) or not layout.teacher_ready(cell):
+            continue
+        if skip_failed and layout.failure_file(cell).is_file():
+            continue
+        claim = claim_cell(layout.lock_file(cell))
+        if claim is None:
+            continue
+        if layout.is_done(cell):  # finished by another worker between the check and the claim
+            claim.release()
+            continue
+        return cell, claim
+    return None
+
+
+def run_queue(
+    plan: Sequence[Cell],
+    layout: Layout,
+    launch: Launcher,
+    worker_id: int = 0,
+    poll_seconds: float = 60.0,
+    retry_failed: bool = False,
+) -> list[Cell]:
+    """Runs the plan's cells until none is left that this worker can take.
+
+    A worker waits (polling) while other workers run cells it could take later (a teacher, or a cell another
+    worker holds), and stops when every remaining cell is done, failed, or waits for a failed teacher.
+
+    Args:
+        plan: Cells in priority order.
+        layout: Folders of the protocol.
+        launch: Runs one claimed cell and returns its exit status.
+        worker_id: Number of this worker in messages.
+        poll_seconds: Pause between looks at the queue while only others' cells run.
+        retry_failed: Also take cells that failed before (once per worker).
+
+    Returns:
+        The cells this worker ran.
+    """
+    ran: list[Cell] = []
+    tried: set[Cell] = set()
+    while True:
+        taken = next_cell([cell for cell in plan if cell not in tried], layout, skip_failed=not retry_failed)
+        if taken is None:
+            if not others_running(plan, layout):
+                break
+            time.sleep(poll_seconds)
+            continue
+        cell, claim = taken
+        tried.add(cell)
+        print(f"[worker {worker_id}] {cell.key}: started, log {layout.log_file(cell)}", flush=True)
+        start = time.perf_counter()
+        try:
+            status = launch(cell, claim)
+            record_outcome(cell, layout, status)
+        finally:
+            claim.release()
+        ran.append(cell)
+        outcome = "done" if status == 0 and layout.is_done(cell) else f"FAILED (exit status {status})"
+        print(f"[worker {worker_id}] {cell.key}: {outcome} after {time.perf_counter() - start:.0f} s", flush=True)
+    left = [cell.key for cell in plan if not layout.is_done(cell)]
+    print(f"[worker {worker_id}] stopping: {len(plan) - len(left)} of {len(plan)} cells done", flush=True)
+    if left:
+        print(f"[worker {worker_id}] not done (failed, or waiting for a failed teacher): {', '.join(left)}")
+    return ran
+
+
+def others_running(plan: Sequence[Cell], layout: Layout) -> bool:
+    """Whether a cell of the plan that is not done, or the teacher of one, is claimed by a live process."""
+    remaining = [cell for cell in plan if not layout.is_done(cell)]
+    watched = dict.fromkeys([*remaining, *(cell.teacher for cell in remaining if cell.needs_teacher)])
+    return any(is_claimed(layout.lock_file(cell)) for cell in watched)
+
+
+def record_outcome(cell: Cell, layout: Layout, status: int) -> None:
+    """A failed cell (non-zero exit, or no result file) gets a failure record; a finished one loses it."""
+    failure_file = layout.failure_file(cell)
+    if status == 0 and layout.is_done(cell):
+        failure_file.unlink(missing_ok=True)
+        return
+    when = datetime.datetime.now().isoformat(timespec="seconds")
+    write_json_atomically(failure_file, {"exit_status": status, "log": str(layout.log_file(cell)), "time": when})
+
+
+def print_plan(plan: Sequence[Cell], layout: Layout) -> None:
+    """One line per cell: its priority, status and result or log file."""
+    statuses = [cell_status(cell, layout) for cell in plan]
+    for index, (cell, status) in enumerate(zip(plan, statuses), start=1):
+        where = layout.result_file(cell) if status == "done" else layout.log_file(cell)
+        print(f"{index:>3}  {cell.dataset:<11} {cell.run_name:<14} seed {cell.seed}  {status:<20} {where}")
+    counts = {status: statuses.count(status) for status in dict.fromkeys(statuses)}
+    print(", ".join(f"{count} {status}" for status, count in counts.items()))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def parse_method_list(text: str) -> list[str]:
+    methods = [method.strip() for method in text.split(",") if method.strip()]
+    unknown = [method for method in methods if method not in METHODS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}.")
+    return methods
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cell = parser.add_argument_group("one cell")
+    cell.add_argument("--dataset", choices=DATASETS)
+    cell.add_argument("--method", choices=METHODS, default=TEACHER_METHOD)
+    cell.add_argument("--seed", type=int, default=1)
+    cell.add_argument("--name", default=None, help="Name of a variant's output and result (default: the method).")
+    cell.add_argument("--force", action="store_true", help="Run the cell even if its result exists.")
+    cell.add_argument("extra_flags", nargs="*", help="run_xner.py flags after `--`; they override the protocol.")
+    queue = parser.add_argument_group("queue")
+    queue.add_argument("--queue", action="store_true", help="Run the plan's cells in priority order.")
+    queue.add_argument("--worker_id", type=int, default=0)
+    queue.add_argument("--only_methods", type=parse_method_list, default=None, help="e.g. source_only,contproto")
+    queue.add_argument("--dry_run", action="store_true", help="Print the plan and each cell's status.")
+    queue.add_argument("--retry_failed", action="store_true", help="Also take cells that failed before.")
+    queue.add_argument("--poll_seconds", type=float, default=60.0)
+    queue.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each cell process.")
+    where = parser.add_argument_group("protocol and folders")
+    where.add_argument("--protocol", choices=PROTOCOLS, default="cpu")
+    where.add_argument("--smoke", action="store_true", help="Tiny data and 1 + 1 epochs (tests).")
+    where.add_argument("--sample_sizes", type=parse_sample_sizes, default=None, help="e.g. source_train=20,...")
+    where.add_argument("--data_root", type=Path, default=DEFAULT_DATA_ROOT)
+    where.add_argument("--encoder", type=Path, default=DEFAULT_ENCODER)
+    where.add_argument("--output_dir", type=Path, default=DEFAULT_OUTPUT_DIR)
+    where.add_argument("--results_dir", type=Path, default=DEFAULT_RESULTS_DIR)
+    return parser
+
+
+def shared_flags(args: argparse.Namespace) -> list[str]:
+    """The flags a queue passes on to each of its cell processes."""
+    flags = ["--protocol", args.protocol, "--data_root", str(args.data_root.resolve()), "--encoder"]
+    flags += [str(args.encoder.resolve()), "--output_dir", str(args.output_dir.resolve())]
+    flags += ["--results_dir", str(args.results_dir.resolve())]
+    flags += ["--smoke"] if args.smoke else []
+    if args.sample_sizes:
+        sizes = ",".join(f"{role}={'all' if size is None else size}" for role, size in args.sample_sizes.items())
+        flags += ["--sample_sizes", sizes]
+    return flags
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    protocol = resolve_protocol(args.protocol, args.smoke, args.sample_sizes)
+    layout = Layout.for_protocol(args.output_dir, args.results_dir, protocol)
+    if args.queue or args.dry_run:
+        plan = build_plan(args.only_methods)
+        if args.dry_run:
+            print_plan(plan, layout)
+            return
+        launcher = CellCommand(layout, shared_flags(args), args.threads, args.worker_id)
+        run_queue(plan, layout, launcher, args.worker_id, args.poll_seconds, args.retry_failed)
+        return
+    if args.dataset is None:
+        parser.error("pass --dataset (one cell) or --queue.")
+    name = args.name or args.method
+    if args.extra_flags and name == args.method:
+        parser.error("a run with extra flags needs its own `--name`, so that it does not replace the method's result.")
+    cell = Cell(args.dataset, args.method, args.seed, args.name)
+    run_cell(cell, protocol, layout, args.data_root, args.encoder, args.extra_flags, args.force)
+
+
+if __name__ == "__main__":
+    main()

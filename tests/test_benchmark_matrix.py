@@ -1,0 +1,395 @@
+"""Tests of `benchmarks/matrix.py` (sampling, WikiANN preparation, the queue, the gpu protocol's smoke run) and
+`benchmarks/summarize.py` (mean, std and paired differences), on tiny files and the tiny random encoder."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from data_loading import load_spans
+from tests.tiny_models import TINY_SOURCE_RECORDS
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_script(name: str) -> ModuleType:
+    """Imports `benchmarks/<name>.py` (not a package) as module `benchmark_<name>`."""
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+matrix = load_script("matrix")
+summarize = load_script("summarize")
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tiny data in the shared data layout
+# ----------------------------------------------------------------------------------------------------------------
+
+EN_SENTENCES = [
+    [("Peter", "B-PER"), ("Blackburn", "I-PER"), ("visited", "O"), ("Brussels", "B-LOC"), (".", "O")],
+    [("'", "O"), ("''", "O"), ("Anders", "B-PER"), ("Lindström", "I-PER"), ("''", "O"), ("'", "O")],
+    [("===", "O")],  # list markup line
+    [("[", "O"), ("Reuters", "B-ORG"), ("]", "O")],  # a first word starting with `[` (read as JSON if CoNLL)
+    [("Angela", "B-PER"), ("Merkel", "I-PER"), ("visited", "O"), ("Paris", "B-LOC")],
+    [("The", "O"), ("European", "B-ORG"), ("Union", "I-ORG"), ("said", "O")],
+    [("Werner", "B-PER"), ("Zwingmann", "I-PER"), ("said", "O"), ("no", "O")],
+    [("London", "B-LOC"), ("and", "O"), ("Berlin", "B-LOC")],
+]
+ZH_SENTENCES = [
+    [("#", "O"), ("切", "B-LOC"), ("斯", "I-LOC"), ("特", "I-LOC"), ("#", "O"), ("(", "I-LOC"), (")", "I-LOC")],
+    [("約", "B-PER"), ("翰", "I-PER"), ("#", "O"), ("葛", "I-PER"), ("倫", "I-PER"), ("#", "O"), ("說", "O")],
+    [("1", "O"), ("9", "O"), ("\u200b", "O"), ("年", "O"), ("黃", "B-ORG"), ("百", "I-ORG")],
+    [("香", "B-LOC"), ("港", "I-LOC"), ("#", "O"), ("黃", "B-PER"), ("百", "I-PER")],
+    [("北", "B-LOC"), ("京", "I-LOC"), ("很", "O"), ("大", "O")],
+    [("他", "O"), ("在", "O"), ("上", "B-LOC"), ("海", "I-LOC")],
+]
+
+
+def wikiann_text(sentences) -> str:
+    return "\n\n".join("\n".join(f"{token}\t{tag}" for token, tag in sentence) for sentence in sentences) + "\n"
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    """WikiANN en/zh and CoNLL en-de files in the layout of `/work/shared/data`."""
+    root = tmp_path_factory.mktemp("data")
+    for language, sentences in (("en", EN_SENTENCES), ("ar", EN_SENTENCES[::-1]), ("zh", ZH_SENTENCES)):
+        (root / "wikiann" / language).mkdir(parents=True)
+        for split in ("train", "dev", "test"):
+            (root / "wikiann" / language / f"{split}.txt").write_text(wikiann_text(sentences), encoding="utf-8")
+    conll = root / "conll03_en_de"
+    conll.mkdir()
+    records = [{"context": "-DOCSTART-", "span_posLabel": {}}, *TINY_SOURCE_RECORDS]
+    for suffix in ("train", "dev", "unlabel", "test"):
+        (conll / f"spanner.{suffix}").write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    return root
+
+
+def spans_of(path: Path, labels) -> list[list[tuple[int, int, str]]]:
+    dataset = load_spans(path, labels=labels)
+    return [[(span["start"], span["end"], labels[span["label"]]) for span in row] for row in dataset["spans"]]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Sampling and data preparation
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_sampling_is_deterministic_per_seed_sized_and_in_file_order():
+    first = matrix.sample_indices(1000, 50, seed=1, role="source_train")
+    assert first == matrix.sample_indices(1000, 50, seed=1, role="source_train")
+    assert len(set(first)) == 50 and first == sorted(first) and first[0] >= 0 and first[-1] < 1000
+    assert first != matrix.sample_indices(1000, 50, seed=2, role="source_train")
+    assert first != matrix.sample_indices(1000, 50, seed=1, role="target_unlabeled")
+    assert matrix.sample_indices(7, None, 1, "source_train") == list(range(7))
+    assert matrix.sample_indices(7, 50, 1, "source_train") == list(range(7))
+    assert matrix.sample_indices(7, 3, 1, "source_train", random_sample=False) == [0, 1, 2]
+
+
+def test_prepared_samples_follow_the_seed_and_keep_the_full_test(data_root, tmp_path):
+    sizes = {"source_train": 4, "source_dev": 3, "target_unlabeled": 4}
+    protocol = matrix.resolve_protocol("cpu", sample_sizes=sizes)
+    prepared = {
+        (seed, copy): matrix.prepare_data("conll_de", data_root, tmp_path / f"s{seed}_{copy}", seed, protocol)
+        for seed in (1, 2)
+        for copy in (0, 1)
+    }
+    files, counts = prepared[1, 0]
+    assert counts == {**sizes, "target_test": len(TINY_SOURCE_RECORDS)}  # -DOCSTART- dropped
+    contexts = {record["context"] for record in TINY_SOURCE_RECORDS}
+    order = [record["context"] for record in TINY_SOURCE_RECORDS]
+    for role, path in files.items():
+        written = [record["context"] for record in json.loads(path.read_text(encoding="utf-8"))]
+        assert set(written) <= contexts and written == sorted(written, key=order.index)
+        assert path.read_bytes() == prepared[1, 1][0][role].read_bytes()  # same seed, same sample
+    assert any(files[role].read_bytes() != prepared[2, 0][0][role].read_bytes() for role in sizes)
+
+
+def test_wikiann_zh_names_stay_whole_across_space_markers(data_root, tmp_path):
+    protocol = matrix.resolve_protocol("cpu")
+    with pytest.warns(UserWarning, match="zero-width"):
+        files, counts = matrix.prepare_data("wikiann_zh", data_root, tmp_path / "zh", 1, protocol)
+    labels = matrix.DATASETS["wikiann_zh"].labels
+    test = spans_of(files["target_test"], labels)
+    assert counts["target_test"] == len(ZH_SENTENCES)
+    assert test[0] == [(1, 6, "LOC")]  # `# 切 斯 特 # ( )`: one name, the inner `#` joined, the leading one not
+    assert test[1] == [(0, 4, "PER")]
+    assert test[2] == [(3, 4, "ORG")]  # the zero-width word is dropped and the span shifted
+    assert test[3] == [(0, 1, "LOC"), (3, 4, "PER")]  # `#` between two names stays outside both
+
+
+def test_wikiann_markup_and_bracket_first_words_read_as_written(data_root, tmp_path):
+    protocol = matrix.resolve_protocol("cpu")
+    files, _ = matrix.prepare_data("wikiann_ar", data_root, tmp_path / "ar", 1, protocol)
+    labels = matrix.DATASETS["wikiann_ar"].labels
+    source = load_spans(files["source_train"], labels=labels)
+    assert source["tokens"][:4] == [[token for token, _ in sentence] for sentence in EN_SENTENCES[:4]]
+    assert spans_of(files["source_train"], labels)[1:4] == [[(2, 3, "PER")], [], [(1, 1, "ORG")]]
+    assert json.loads((tmp_path / "ar" / "manifest.json").read_text())["sentences"]["source_train"] == 8
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Plan, claims and the queue
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_plan_puts_teachers_first_and_maral_last():
+    plan = matrix.build_plan()
+    assert len(plan) == len(set(plan)) == 8 + 16 + 4 + 4 + 8
+    teachers = [(cell.dataset, cell.seed) for cell in plan[:8]]
+    assert teachers[:4] == [("conll_de", 1), ("wikiann_zh", 1), ("wikiann_ar", 1), ("wikiann_hi", 1)]
+    assert {cell.method for cell in plan[:8]} == {"source_only"}
+    assert {cell.method for cell in plan[-8:]} == {"maral"}
+    assert {cell.seed for cell in plan if cell.method in ("pram", "mcl")} == {1}
+    layout = matrix.Layout.for_protocol(Path("out"), Path("res"), matrix.resolve_protocol("cpu"))
+    assert layout.result_file(plan[-1]) == Path("res/wikiann_zh/maral_seed3.json")
+    assert layout.output_dir(plan[0]) == Path("out/conll_de/source_only_seed1")
+    assert layout.log_file(plan[0]) == Path("out/logs/conll_de_source_only_seed1.log")
+    only = matrix.build_plan(["source_only", "contproto"])
+    assert {cell.method for cell in only} == {"source_only", "contproto"} and len(only) == 16
+
+
+def test_claims_are_exclusive_and_released(tmp_path):
+    layout = matrix.Layout(tmp_path, tmp_path / "results")
+    cell = matrix.Cell("conll_de", "source_only", 1)
+    lock_file = layout.lock_file(cell)
+    assert lock_file == tmp_path / "locks" / "conll_de_source_only_seed1.lock"
+    claim = matrix.claim_cell(lock_file)
+    assert claim is not None and matrix.is_claimed(lock_file) and matrix.cell_status(cell, layout) == "running"
+    assert matrix.claim_cell(lock_file) is None  # a second claim, even in the same process
+    assert f"pid {os.getpid()}" in lock_file.read_text()
+    claim.release()
+    assert not matrix.is_claimed(lock_file)
+    again = matrix.claim_cell(lock_file)
+    assert again is not None
+    again.release()
+
+
+def test_a_lock_left_by_a_dead_process_is_claimed_again(tmp_path):
+    lock_file = tmp_path / "locks" / "cell.lock"
+    lock_file.parent.mkdir()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "os.write(fd, f'worker pid {os.getpid()}'.encode())\n"
+            "print('locked', flush=True)\n"
+            "time.sleep(60)\n",
+            str(lock_file),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert matrix.claim_cell(lock_file) is None
+    finally:
+        holder.kill()
+        holder.wait()
+    assert f"pid {holder.pid}" in lock_file.read_text()  # the dead holder's pid is still written there
+    claim = matrix.claim_cell(lock_file)
+    assert claim is not None
+    claim.release()
+
+
+class FakeCells:
+    """A launcher that 'runs' a cell by writing its result (and a teacher's model config) after a short pause."""
+
+    def __init__(self, layout, failing=()):
+        self.layout = layout
+        self.failing = set(failing)
+        self.launches = []
+        self.guard = threading.Lock()
+
+    def __call__(self, cell, claim) -> int:
+        with self.guard:
+            self.launches.append((cell, self.layout.teacher_ready(cell)))
+        time.sleep(0.02)
+        if cell in self.failing:
+            return 1
+        (self.layout.output_dir(cell)).mkdir(parents=True, exist_ok=True)
+        (self.layout.output_dir(cell) / "config.json").write_text("{}")
+        matrix.write_json_atomically(self.layout.result_file(cell), {"method": cell.method})
+        return 0
+
+
+def small_plan():
+    cells = [matrix.Cell(dataset, "source_only", 1) for dataset in ("conll_de", "wikiann_zh")]
+    return cells + [
+        matrix.Cell(dataset, method, 1)
+        for method in ("self_training", "maral")
+        for dataset in ("conll_de", "wikiann_zh")
+    ]
+
+
+def test_two_workers_never_run_the_same_cell_and_skip_finished_ones(tmp_path):
+    layout = matrix.Layout(tmp_path / "out", tmp_path / "results")
+    plan = small_plan()
+    finished = plan[-1]
+    matrix.write_json_atomically(layout.result_file(finished), {"method": "maral"})
+    launcher = FakeCells(layout)
+    workers = [
+        threading.Thread(target=matrix.run_queue, args=(plan, layout, launcher, worker, 0.01)) for worker in (1, 2)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=30)
+    launched = [cell for cell, _ in launcher.launches]
+    assert sorted(launched, key=plan.index) == plan[:-1]  # each cell once, the finished one never
+    assert all(teacher_ready for _, teacher_ready in launcher.launches)
+    assert all(layout.is_done(cell) for cell in plan)
+
+
+def test_a_failed_teacher_stops_its_students_and_is_reported(tmp_path, capsys):
+    layout = matrix.Layout(tmp_path / "out", tmp_path / "results")
+    plan = small_plan()
+    launcher = FakeCells(layout, failing=[plan[0]])
+    matrix.run_queue(plan, layout, launcher, poll_seconds=0.01)
+    assert [cell for cell, _ in launcher.launches] == [plan[0], plan[1], plan[3], plan[5]]
+    assert json.loads(layout.failure_file(plan[0]).read_text())["exit_status"] == 1
+    statuses = [matrix.cell_status(cell, layout) for cell in plan]
+    assert statuses == ["failed", "done", "waiting for teacher", "done", "waiting for teacher", "done"]
+    matrix.print_plan(plan, layout)
+    assert "3 done" in capsys.readouterr().out
+    matrix.run_queue(plan, layout, FakeCells(layout), poll_seconds=0.01, retry_failed=True)
+    assert all(layout.is_done(cell) for cell in plan) and not layout.failure_file(plan[0]).exists()
+
+
+def test_cell_processes_get_the_cell_and_the_shared_flags(tmp_path):
+    layout = matrix.Layout(tmp_path, tmp_path)
+    args = matrix.build_parser().parse_args(["--queue", "--protocol", "gpu", "--smoke", "--encoder", "enc"])
+    command = matrix.CellCommand(layout, matrix.shared_flags(args)).command(matrix.Cell("wikiann_hi", "pram", 1))
+    assert command[1] == str(BENCHMARKS / "matrix.py")
+    assert command[2:8] == ["--dataset", "wikiann_hi", "--method", "pram", "--seed", "1"]
+    assert "--smoke" in command and command[command.index("--encoder") + 1] == str(Path("enc").resolve())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Protocols and the gpu protocol's smoke run
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_gpu_protocol_is_the_papers_budget():
+    gpu = matrix.resolve_protocol("gpu", cuda=True)
+    assert (gpu.teacher_epochs, gpu.student_epochs, gpu.device_flags) == (8, 20, ("--bf16",))
+    assert set(gpu.sample_sizes.values()) == {None}
+    assert gpu.budget["learning_rate"] == 2e-5 and gpu.budget["gradient_accumulation_steps"] == 4
+    assert matrix.resolve_protocol("gpu", smoke=True, cuda=True).device_flags == ("--bf16",)
+    assert matrix.resolve_protocol("gpu", smoke=True, cuda=False).device_flags == ("--use_cpu",)
+    assert matrix.resolve_protocol("gpu", smoke=True).subdir == Path("gpu/smoke")
+
+
+RESULT_KEYS = {
+    "target_test_span_f1",
+    "target_test_seqeval_f1",
+    "target_test_seqeval_precision",
+    "target_test_seqeval_recall",
+    "source_dev_span_f1",
+    "wall_seconds",
+    "peak_rss_mb",
+    "student_epochs",
+    "pseudo_label_oracle_f1",
+    "config",
+    "machine",
+    "all_results",
+    "teacher_fingerprint",
+}
+
+
+def test_gpu_protocol_smoke_run_writes_teacher_and_student_results(
+    data_root, tiny_encoder_dir, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(matrix, "cuda_available", lambda: False)
+    common = ["--dataset", "wikiann_zh", "--seed", "3", "--protocol", "gpu", "--smoke", "--encoder"]
+    common += [str(tiny_encoder_dir), "--data_root", str(data_root), "--output_dir", str(tmp_path / "out")]
+    common += ["--results_dir", str(tmp_path / "results")]
+    with pytest.raises(SystemExit, match="No finished teacher for wikiann_zh seed 3"):
+        matrix.main([*common, "--method", "self_training"])
+    matrix.main([*common, "--method", "source_only"])
+    matrix.main([*common, "--method", "self_training"])
+    results = tmp_path / "results" / "gpu" / "smoke" / "wikiann_zh"
+    teacher = json.loads((results / "source_only_seed3.json").read_text())
+    student = json.loads((results / "self_training_seed3.json").read_text())
+    for record in (teacher, student):
+        assert set(record) >= RESULT_KEYS and 0.0 <= record["target_test_span_f1"] <= 1.0
+        assert record["seed"] == 3 and "--seed=3" in record["config"]["argv"]
+        assert "--max_span_width=8" in record["config"]["argv"]
+        assert "--freeze_word_embeddings" not in record["config"]["argv"]
+    assert student["teacher_fingerprint"] == teacher["teacher_fingerprint"]
+    assert student["student_epochs"] and "--num_train_epochs=1" in student["config"]["argv"]
+    assert (tmp_path / "out" / "gpu" / "smoke" / "wikiann_zh" / "data_seed3" / "target_test.json").is_file()
+    matrix.main([*common, "--method", "self_training"])
+    assert "skipping wikiann_zh_self_training_seed3" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# summarize.py
+# ----------------------------------------------------------------------------------------------------------------
+
+SCORES = {  # dataset -> method -> seed -> (target span F1, target seqeval F1, source dev F1)
+    "conll_de": {
+        "source_only": {1: (0.40, 0.41, 0.80), 2: (0.42, 0.43, 0.81), 3: (0.38, 0.37, 0.79)},
+        "self_training": {1: (0.45, 0.44, 0.80), 2: (0.44, 0.46, 0.80), 3: (0.41, 0.40, 0.78)},
+        "maral": {1: (0.47, 0.46, 0.79), 2: (0.43, 0.44, 0.80), 3: (0.50, 0.49, 0.81)},
+    },
+    "wikiann_hi": {"source_only": {1: (0.30, 0.31, 0.70)}, "maral": {1: (0.35, 0.36, 0.69)}},
+}
+OTHER_TEACHER = ("conll_de", "maral", 3)  # trained on another teacher: not paired
+
+
+def write_results(results_dir: Path) -> None:
+    for dataset, methods in SCORES.items():
+        for method, seeds in methods.items():
+            for seed, (span, seqeval, dev) in seeds.items():
+                teacher = "other" if (dataset, method, seed) == OTHER_TEACHER else f"{dataset}-{seed}"
+                record = {"method": method, "seed": seed, "teacher_fingerprint": teacher}
+                record.update(target_test_span_f1=span, target_test_seqeval_f1=seqeval, source_dev_span_f1=dev)
+                matrix.write_json_atomically(results_dir / dataset / f"{method}_seed{seed}.json", record)
+
+
+def test_summary_means_stds_and_paired_differences(tmp_path, capsys):
+    write_results(tmp_path)
+    summary = summarize.main(["--results_dir", str(tmp_path)])
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    for dataset, methods in SCORES.items():
+        assert list(summary[dataset]) == [m for m in ("source_only", "self_training", "maral") if m in methods]
+        for method, seeds in methods.items():
+            row = summary[dataset][method]
+            assert row["seeds"] == sorted(seeds)
+            for position, metric in enumerate(summarize.METRICS):
+                values = [seeds[seed][position] for seed in sorted(seeds)]
+                assert row[metric]["mean"] == pytest.approx(statistics.mean(values))
+                if len(values) > 1:
+                    assert row[metric]["std"] == pytest.approx(statistics.stdev(values))
+                else:
+                    assert row[metric]["std"] is None
+            for baseline in summarize.BASELINES:
+                key = f"target_test_span_f1_minus_{baseline}"
+                if baseline not in methods:
+                    assert key not in row
+                    continue
+                paired = [s for s in sorted(seeds) if s in methods[baseline] and (dataset, method, s) != OTHER_TEACHER]
+                differences = [seeds[s][0] - methods[baseline][s][0] for s in paired]
+                assert row[key]["seeds"] == paired and row[key]["n"] == len(paired)
+                assert row[key]["mean"] == pytest.approx(statistics.mean(differences))
+    table = capsys.readouterr().out
+    maral = summary["conll_de"]["maral"]["target_test_span_f1"]
+    assert f"| maral | 1,2,3 | {100 * maral['mean']:.2f} ± {100 * maral['std']:.2f} |" in table
+    assert "### wikiann_hi" in table
