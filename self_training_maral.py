@@ -62,6 +62,7 @@ STAGE_INDEPENDENT_ARGUMENTS = frozenset(
         "logging_steps",
         "disable_tqdm",
         "per_device_eval_batch_size",
+        "score_loaded_teacher",
     }
 )
 
@@ -241,7 +242,8 @@ class SelfTrainingPipeline:
         if self.is_main_process:
             teacher.save_pretrained(stage_dir)
         store = self._label_target(teacher, stage_dir)
-        metrics = self._report(teacher, TEACHER_STAGE)
+        scored = not args.teacher_checkpoint or args.score_loaded_teacher
+        metrics = self._report(teacher, TEACHER_STAGE) if scored else {}
         if self.gold is not None:
             oracle = store.oracle_metrics(self.gold, args.pseudo_label_pruning)
             metrics["teacher_pseudo_label_oracle_f1"] = oracle["f1"]

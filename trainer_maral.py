@@ -102,6 +102,8 @@ class MaralTrainingArguments(
     def __post_init__(self) -> None:
         super().__post_init__()
         validate_settings(self)
+        if self.student_init is None:
+            self.student_init = OBJECTIVES[self.method].default_student_init
         # Span batches carry custom keys: keep every column and name the label key explicitly.
         self.remove_unused_columns = False
         self.label_names = ["labels"]

@@ -20,6 +20,7 @@ from .base import batch_to_device, model_inputs, unwrap_model
 from .distributed import all_gather_rows, all_reduce_sum
 from .losses import per_class_counts, per_class_sums, target_span_loss, values_at_labels
 from .maral_adaptation import (
+    bank_neighbour_margins,
     class_margins,
     knn_label_counts,
     l1_normalize,
@@ -49,6 +50,12 @@ class MaralSettings:
         knn_o_keep_rate: fraction of `O` spans kept in the bank.
         gmm_max_iter, gmm_reg_covar, gmm_tol: settings of the per-class 2-component GMM.
         student_mlm_weight: weight of the target MLM auxiliary in the student stage.
+        target_warmup_epochs: first epochs of the student stage trained on the source alone (no target loss, no
+            target-side vMF statistics). Unset: 1 for a fresh student (`--student_init base`), 0 for one started
+            from the teacher. A fresh encoder's class means start nearly collinear, and the target loss over
+            ~99 %-`O` pseudo-labels, from step 0, pulls every projection and mean towards `O` until the logits
+            are equal (the cold start); the warm-up lets the source task separate the classes first. The
+            reference code has no warm-up (`--target_warmup_epochs 0`).
         prior_floor: smallest class prior before the logarithm (avoids `log 0`).
     """
 
@@ -66,6 +73,13 @@ class MaralSettings:
     gmm_reg_covar: float = field(default=5e-4, metadata=help_text("Variance regularisation of the anchor GMM."))
     gmm_tol: float = field(default=1e-2, metadata=help_text("Convergence tolerance of the anchor GMM."))
     student_mlm_weight: float = field(default=1e-2, metadata=help_text("Target MLM weight in the student stage."))
+    target_warmup_epochs: int | None = field(
+        default=None,
+        metadata=help_text(
+            "Student epochs on the source alone before the target loss starts (default: 1 for --student_init base, "
+            "0 for teacher; the reference: 0)."
+        ),
+    )
     prior_floor: float = field(default=1e-12, metadata=help_text("Smallest class prior before the logarithm."))
 
     checks: ClassVar[tuple[SettingCheck, ...]] = (
@@ -78,6 +92,7 @@ class MaralSettings:
         SettingCheck("gmm_max_iter", lambda value: value >= 1, "must be >= 1"),
         SettingCheck("gmm_reg_covar", lambda value: value > 0, "must be > 0"),
         SettingCheck("student_mlm_weight", lambda value: value >= 0, "must be >= 0"),
+        SettingCheck("target_warmup_epochs", lambda value: value is None or value >= 0, "must be >= 0"),
         SettingCheck("prior_floor", lambda value: 0 < value < 1, "must be in (0, 1)"),
     )
 
@@ -100,7 +115,7 @@ ACL 2025), teacher → student:
 MARAL_CARD_SETTINGS = STUDENT_CARD_SETTINGS + (
     "student_mlm_weight", "tau", "ul_tau", "projection_dim", "contrastive_temperature", "target_loss_input",
     "update_soft_start", "ema_start", "ema_end", "knn_k", "knn_o_keep_rate", "gmm_max_iter", "gmm_reg_covar",
-    "gmm_tol",
+    "gmm_tol", "target_warmup_epochs",
 )  # fmt: skip
 
 
@@ -111,6 +126,7 @@ MARAL_CARD_SETTINGS = STUDENT_CARD_SETTINGS + (
     self_training=True,
     card_description=MARAL_DESCRIPTION,
     card_settings=MARAL_CARD_SETTINGS,
+    default_student_init="teacher",
 )
 class MaralObjective(PseudoLabelObjective):
     """MARAL's student stage (§6): vMF head with prior-adjusted logits on source gold and target pseudo-labels,
@@ -147,6 +163,9 @@ class MaralObjective(PseudoLabelObjective):
         self.target_prior = self._normalize_prior(store.class_mass().double())
         self.proto_margins = torch.zeros(num_labels)
         self.neighbour_margins = torch.zeros(num_labels)
+        # Whether (prototype, neighbour) margins have been estimated: refinement never reads unestimated ones.
+        self.margins_estimated = torch.zeros(2, dtype=torch.bool)
+        self.target_warmup_epochs = self._warmup_epochs(settings)
         self.bank = torch.zeros(0, 0)
         self.bank_labels = torch.zeros(0, dtype=torch.long)
         self.estimator_generator = torch.Generator().manual_seed(seed)
@@ -175,23 +194,47 @@ class MaralObjective(PseudoLabelObjective):
             model.reset_vmf_estimator(0, self.estimator_generator)
             model.reset_vmf_estimator(1, self.estimator_generator)
 
+    @staticmethod
+    def _warmup_epochs(settings) -> int:
+        """`target_warmup_epochs`, or its default: one epoch for a fresh student, none for one from the teacher."""
+        if settings.target_warmup_epochs is not None:
+            return settings.target_warmup_epochs
+        return 1 if settings.student_init == "base" else 0
+
     def start_epoch(self, trainer, epoch):
         unwrap_model(trainer.model).rotate_vmf_estimators(self.estimator_generator)
         if epoch > self.settings.update_soft_start:
             self.store.reliable = select_reliable_spans(
                 self.store, self.settings.gmm_max_iter, self.settings.gmm_reg_covar, self.settings.gmm_tol
             )
+            if not self.margins_estimated[1] and len(self.bank):
+                # No epoch had a bank to count neighbours in (`update_soft_start 0`): estimate the neighbour
+                # margins from last epoch's bank itself, so that refinement can start now.
+                self.neighbour_margins = bank_neighbour_margins(
+                    self.bank, self.bank_labels, self.settings.knn_k, self.store.num_labels
+                )
+                self.margins_estimated[1] = True
         self._reset_epoch_accumulators()
 
     def end_epoch(self, trainer, epoch):
         if self.prior_sum.sum() > 0:
             self.target_prior = self._normalize_prior(self.prior_sum)
-        if epoch >= self.settings.update_soft_start:
+        if epoch >= self.settings.update_soft_start and self.proto_counts.sum() > 0:
             self.proto_margins = class_margins(self.proto_sums, self.proto_counts).float()
+            self.margins_estimated[0] = True
         self.bank = torch.cat(self.bank_features) if self.bank_features else self.bank
         self.bank_labels = torch.cat(self.bank_label_list) if self.bank_label_list else self.bank_labels
         if epoch >= self.settings.update_soft_start and self.neighbour_counts.sum() > 0:
             self.neighbour_margins = class_margins(self.neighbour_sums, self.neighbour_counts).float()
+            self.margins_estimated[1] = True
+
+    def refines(self) -> bool:
+        """Whether this epoch refines pseudo-labels: after `update_soft_start`, once both margins are estimated."""
+        return self.epoch > self.settings.update_soft_start and bool(self.margins_estimated.all())
+
+    def warming_up(self) -> bool:
+        """Whether this epoch trains on the source alone (`target_warmup_epochs`)."""
+        return self.epoch < self.target_warmup_epochs
 
     def diagnostics(self, trainer) -> dict[str, Any]:
         labels = unwrap_model(trainer.model).config.labels
@@ -205,6 +248,9 @@ class MaralObjective(PseudoLabelObjective):
                 for index, label in enumerate(labels)
             },
             "bank_size": len(self.bank),
+            "margins_estimated": dict(zip(("prototype", "neighbour"), self.margins_estimated.tolist())),
+            "refined": self.refines(),
+            "target_warmup": self.warming_up(),
         }
 
     # -- the step ------------------------------------------------------------------------------------------------
@@ -214,11 +260,13 @@ class MaralObjective(PseudoLabelObjective):
         device = trainer.args.device
         source_loss, source_bank = self._source_step(core, model, inputs)
         target_batch = trainer.target_stream.next_batch()
-        target_loss, target_bank = self._target_step(core, model, target_batch, device)
         self._add_to_bank(*source_bank)
-        self._add_to_bank(*target_bank)
-        loss = source_loss + target_loss
-        logs = {"source_loss": source_loss.item(), "target_loss": target_loss.item()}
+        loss, logs = source_loss, {"source_loss": source_loss.item()}
+        if not self.warming_up():
+            target_loss, target_bank = self._target_step(core, model, target_batch, device)
+            self._add_to_bank(*target_bank)
+            loss = loss + target_loss
+            logs["target_loss"] = target_loss.item()
         if self.settings.student_mlm_weight > 0:
             mlm_loss = self.masked_lm.loss(core, target_batch, trainer.processing_class, device)
             loss = loss + self.settings.student_mlm_weight * mlm_loss
@@ -258,7 +306,7 @@ class MaralObjective(PseudoLabelObjective):
             )
             self.add_to_sum("neighbour_sums", per_class_sums(hard, values_at_labels(counts, hard), num_labels))
             self.add_to_sum("neighbour_counts", per_class_counts(hard, num_labels))
-            if self.epoch > self.settings.update_soft_start:
+            if self.refines():
                 soft = self._refine(real_rows, soft, detached, counts)
         self._cache_pseudo_class_logits(real_rows, detached, soft)
         self.add_to_sum("prior_sum", soft.sum(0))
@@ -352,6 +400,7 @@ class MaralObjective(PseudoLabelObjective):
         "target_prior",
         "proto_margins",
         "neighbour_margins",
+        "margins_estimated",
         "bank",
         "bank_labels",
         "prior_sum",

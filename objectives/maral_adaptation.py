@@ -59,11 +59,12 @@ def select_reliable_spans(
     """Reliable anchors (§6.6): per pseudo-class, a 2-component GMM on min-max-normalised cached logits of that
     class; a span is reliable when the higher-mean component's posterior exceeds 0.5.
 
-    Classes with one span or constant scores keep all their spans; spans never visited are not reliable.
+    Classes with one span or constant scores keep all their spans. Spans the student has not scored yet (more
+    target text than one epoch draws) keep their teacher label as trusted: they stay reliable until first scored.
     """
     hard_labels = store.probabilities.argmax(1)
     scores = store.logit_cache.double()
-    reliable = torch.zeros(len(store), dtype=torch.bool)
+    reliable = ~store.visited
     for label in range(store.num_labels):
         members = torch.nonzero(store.visited & (hard_labels == label)).squeeze(1)
         if len(members) == 0:
@@ -97,6 +98,33 @@ def refinement_targets(
     global_view[:, 0] = torch.where(logits.argmax(1) == 0, 1.0, global_view[:, 0])
     local_view = (neighbour_counts > neighbour_margins).to(logits.dtype)
     return l1_normalize((l1_normalize(global_view) + l1_normalize(local_view)) / 2)
+
+
+def bank_neighbour_margins(
+    bank: torch.Tensor, bank_labels: torch.Tensor, k: int, num_labels: int, chunk_size: int = 4096
+) -> torch.Tensor:
+    """Neighbour margins estimated from a projection bank alone: per class, the mean over its bank entries of the
+    number of same-class entries among their `k` nearest other entries, as `class_margins` (one extra zero).
+
+    Used when no epoch could count neighbours against an earlier bank (refinement from epoch 1 with
+    `update_soft_start 0`); the bank holds every entity span and a sample of `O` spans, as the queries do.
+    """
+    sums = torch.zeros(num_labels, dtype=torch.float64)
+    counts = torch.zeros(num_labels, dtype=torch.float64)
+    k = min(k, len(bank) - 1)
+    if k < 1:
+        return class_margins(sums, counts).float()
+    for start in range(0, len(bank), chunk_size):
+        queries = bank[start : start + chunk_size]
+        rows = torch.arange(len(queries))
+        similarity = queries @ bank.T
+        similarity[rows, start + rows] = -math.inf  # not its own neighbour
+        neighbours = similarity.topk(k, dim=1).indices
+        labels = bank_labels[start : start + chunk_size]
+        same_class = (bank_labels[neighbours] == labels.unsqueeze(1)).sum(1).double()
+        sums.index_add_(0, labels, same_class)
+        counts += torch.bincount(labels, minlength=num_labels).double()
+    return class_margins(sums, counts).float()
 
 
 def knn_label_counts(queries: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor, k: int, num_labels: int):

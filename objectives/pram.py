@@ -27,6 +27,14 @@ class PramSettings:
         pram_temperature: temperature τ of PRAM's prototype-similarity distribution.
         pram_source_weight, pram_target_weight: weights α and β of the source and target consistency (JS) terms.
         pram_non_entity_rate: γ; at most γ x (number of entity spans) `O` spans enter a consistency term.
+        pram_target_stop_gradient: the target term trains the features only, not the classifier: `JS(q‖sg(p))`.
+            On unlabelled target spans the consistency is the only force on the classifier, and `JS(q‖p)` is lower
+            when a span is declared an entity (`q` cannot be sharp for the diffuse `O` cluster, while the entity
+            clusters are tight): with the gradient into `p`, the classifier drifts to predicting entities
+            everywhere (on German, ORG for every capitalised noun). The paper lets both paths learn (`false`).
+        pram_target_ramp_epochs: β rises linearly from 0 over this many epochs (0: β from the start, as the paper).
+        pram_target_confidence: only target spans whose classifier confidence (max probability) reaches this value
+            enter the target term (0: all, as the paper).
     """
 
     pram_prototype_momentum: float = field(default=0.9, metadata=help_text("PRAM prototype EMA momentum λ."))
@@ -37,7 +45,20 @@ class PramSettings:
         default=1.5, metadata=help_text("PRAM non-entity down-sampling γ (O spans per entity span).")
     )
 
+    pram_target_stop_gradient: bool = field(
+        default=True,
+        metadata=help_text("PRAM: the target consistency does not train the classifier (JS(q‖sg(p))); paper: false."),
+    )
+    pram_target_ramp_epochs: float = field(
+        default=0.0, metadata=help_text("PRAM: epochs over which β rises linearly from 0 (0: no ramp).")
+    )
+    pram_target_confidence: float = field(
+        default=0.0, metadata=help_text("PRAM: smallest classifier confidence of a target span in the target term.")
+    )
+
     checks: ClassVar[tuple[SettingCheck, ...]] = (
+        SettingCheck("pram_target_ramp_epochs", lambda value: value >= 0, "must be >= 0"),
+        SettingCheck("pram_target_confidence", lambda value: 0 <= value <= 1, "must be in [0, 1]"),
         SettingCheck("pram_prototype_momentum", lambda value: 0 <= value < 1, "must be in [0, 1)"),
         SettingCheck("pram_temperature", lambda value: value > 0, "must be > 0"),
         SettingCheck("pram_source_weight", lambda value: value >= 0, "must be >= 0"),
@@ -71,12 +92,17 @@ def downsample_non_entities(labels: torch.Tensor, rate: float, generator: torch.
 
 
 def attribution_consistency(
-    logits: torch.Tensor, features: torch.Tensor, prototypes: ClassPrototypes, temperature: float
+    logits: torch.Tensor,
+    features: torch.Tensor,
+    prototypes: ClassPrototypes,
+    temperature: float,
+    train_classifier: bool = True,
 ) -> torch.Tensor:
     """PRAM's attribution-prediction consistency: `JS(softmax(cos(h, C)/τ) ‖ softmax(logits))`, with gradients
-    through both the features and the classifier."""
+    through the features and, with `train_classifier`, through the classifier's logits."""
     similarity_distribution = (prototypes.similarities(features.float()) / temperature).softmax(-1)
-    return jensen_shannon_divergence(similarity_distribution, logits.float().softmax(-1))
+    predictions = logits.float() if train_classifier else logits.float().detach()
+    return jensen_shannon_divergence(similarity_distribution, predictions.softmax(-1))
 
 
 @register_objective(
@@ -93,6 +119,9 @@ def attribution_consistency(
         "pram_source_weight",
         "pram_target_weight",
         "pram_non_entity_rate",
+        "pram_target_stop_gradient",
+        "pram_target_ramp_epochs",
+        "pram_target_confidence",
     ),  # fmt: skip
 )
 class PramObjective(TrainingObjective):
@@ -127,22 +156,31 @@ class PramObjective(TrainingObjective):
         target_output = model(**model_inputs(target_batch))
         target_mask = target_batch["span_mask"]
         target_logits, target_features = target_output.logits[target_mask], target_output.projections[target_mask]
-        keep = downsample_non_entities(
-            target_logits.detach().argmax(1), settings.pram_non_entity_rate, self.sampling_generator
-        )
+        confidence, predicted = target_logits.detach().float().softmax(-1).max(1)
+        keep = downsample_non_entities(predicted, settings.pram_non_entity_rate, self.sampling_generator)
+        keep &= confidence >= settings.pram_target_confidence
         target_consistency = attribution_consistency(
-            target_logits[keep], target_features[keep], self.prototypes, settings.pram_temperature
+            target_logits[keep],
+            target_features[keep],
+            self.prototypes,
+            settings.pram_temperature,
+            train_classifier=not settings.pram_target_stop_gradient,
         )
         loss = (
             source_loss
             + settings.pram_source_weight * source_consistency
-            + settings.pram_target_weight * target_consistency
+            + self.target_weight(trainer.state.epoch or 0.0) * target_consistency
         )
         return loss, {
             "source_loss": source_loss.item(),
             "source_consistency": source_consistency.item(),
             "target_consistency": target_consistency.item(),
         }
+
+    def target_weight(self, epoch: float) -> float:
+        """β at (fractional) `epoch`: `pram_target_weight`, ramped linearly from 0 over `pram_target_ramp_epochs`."""
+        ramp = self.settings.pram_target_ramp_epochs
+        return self.settings.pram_target_weight * (min(1.0, epoch / ramp) if ramp > 0 else 1.0)
 
     def state_dict(self):
         return {"prototypes": self.prototypes.state_dict(), "generator": self.sampling_generator.get_state()}

@@ -32,7 +32,11 @@ class PseudoLabelSettings:
         teacher_selection: which teacher epoch labels the target text: `source_dev` (best source-dev span F1) or
             `last`. The target gold is never used.
         teacher_checkpoint: a trained teacher (MARAL model directory) to use instead of training one.
-        student_init: `base` (a fresh encoder, as in the paper) or `teacher` (start from the teacher's weights).
+        score_loaded_teacher: score a `teacher_checkpoint` on the reported datasets before the student stage
+            (`teacher_*` metrics); `false` saves that evaluation when the teacher's scores are known.
+        student_init: `base` (a fresh encoder, as in the paper) or `teacher` (start from the teacher's weights);
+            unset, the method's default (`ObjectiveSpec.default_student_init`: `teacher` for `maral`, whose fresh
+            vMF student does not relearn the source task in a few epochs, `base` for the others).
         self_training_rounds: student rounds; round r's student labels the target text for round r + 1.
         pseudo_label_pruning: overlap pruning of pseudo-labels: `legacy` (reference), `greedy` or `none`.
         ema_start, ema_end: EMA momentum of the pseudo-label refinement (MARAL, ContProto), linear over the epochs.
@@ -47,7 +51,16 @@ class PseudoLabelSettings:
     teacher_checkpoint: str | None = field(
         default=None, metadata=help_text("A trained teacher model directory to use instead of training one.")
     )
-    student_init: str = field(default="base", metadata=help_text("Student start: base (fresh encoder) or teacher."))
+    score_loaded_teacher: bool = field(
+        default=True, metadata=help_text("Score a --teacher_checkpoint on the dev/test sets before the student.")
+    )
+    student_init: str | None = field(
+        default=None,
+        metadata=help_text(
+            "Student start: base (fresh encoder) or teacher (its weights); default: the method's (teacher for maral, "
+            "base for the others)."
+        ),
+    )
     self_training_rounds: int = field(default=1, metadata=help_text("Number of student rounds."))
     pseudo_label_pruning: str = field(
         default="legacy", metadata=help_text("Overlap pruning of pseudo-labels: legacy, greedy or none.")
@@ -58,7 +71,7 @@ class PseudoLabelSettings:
     checks: ClassVar[tuple[SettingCheck, ...]] = (
         SettingCheck("teacher_epochs", lambda value: value is None or value > 0, "must be > 0"),
         SettingCheck("teacher_selection", lambda value: value in ("source_dev", "last"), "must be source_dev or last"),
-        SettingCheck("student_init", lambda value: value in ("base", "teacher"), "must be base or teacher"),
+        SettingCheck("student_init", lambda value: value in (None, "base", "teacher"), "must be base or teacher"),
         SettingCheck("self_training_rounds", lambda value: value >= 1, "must be >= 1"),
         SettingCheck("pseudo_label_pruning", lambda value: value in PRUNING_MODES, "unknown mode"),
         SettingCheck("ema_start", lambda value: 0 <= value <= 1, "must be in [0, 1]"),

@@ -86,6 +86,7 @@ class ObjectiveSpec:
         card_description: Markdown paragraph(s) for the model card's "How it was trained"; `{source}` and
             `{target}` are replaced by the language names.
         card_settings: the run settings the model card lists for this method (beyond the common ones).
+        default_student_init: the student's start when `--student_init` is not given (`base` or `teacher`).
     """
 
     name: str
@@ -96,6 +97,7 @@ class ObjectiveSpec:
     needs_target_text: bool = False
     card_description: str = ""
     card_settings: tuple[str, ...] = ()
+    default_student_init: str = "base"
 
     def build(self, context: ObjectiveContext) -> TrainingObjective:
         """The objective for `context`.
@@ -123,6 +125,7 @@ def register_objective(
     needs_target_text: bool | None = None,
     card_description: str = "",
     card_settings: tuple[str, ...] = (),
+    default_student_init: str = "base",
 ):
     """Class decorator registering a `TrainingObjective` subclass as `--method name` (see `ObjectiveSpec`).
 
@@ -140,6 +143,7 @@ def register_objective(
             needs_target_text=self_training if needs_target_text is None else needs_target_text,
             card_description=card_description,
             card_settings=card_settings,
+            default_student_init=default_student_init,
         )
         return objective_class
 
