@@ -26,6 +26,7 @@ from evaluation_maral import evaluate_datasets
 from objectives import (
     ObjectiveContext,
     PseudoLabelStore,
+    SourceObjective,
     build_objective,
     generate_pseudo_labels,
     require_target_text,
@@ -236,7 +237,10 @@ class SelfTrainingPipeline:
             )
             teacher = self.build_model(None)
             eval_dataset = {"source_dev": self.eval_datasets["source_dev"]} if select else None
-            trainer = self._trainer(teacher, stage_args, eval_dataset, objective=None)
+            context = ObjectiveContext(
+                stage_args, teacher.config.num_labels, self.class_weights, has_target_text=True
+            )
+            trainer = self._trainer(teacher, stage_args, eval_dataset, SourceObjective.from_context(context))
             trainer.train(resume_from_checkpoint=self._last_checkpoint(stage_dir, resume))
             teacher = trainer.model
         if self.is_main_process:
@@ -287,7 +291,7 @@ class SelfTrainingPipeline:
     # -- helpers -------------------------------------------------------------------------------------------------
 
     def _trainer(self, model, stage_args: MaralTrainingArguments, eval_dataset, objective) -> MaralTrainer:
-        """A stage's trainer on the source data and the target text (`objective=None`: the teacher's)."""
+        """A stage's trainer on the source data and the target text."""
         return MaralTrainer(
             model=model,
             args=stage_args,

@@ -186,7 +186,8 @@ class MaralTrainer(Trainer):
             with span F1 and seqeval (`eval_<name>_span_f1`, `eval_<name>_seqeval_f1`, ...).
         target_dataset: unlabelled target dataset (`tokens`, optionally `gold_spans` for diagnostics only).
         objective: the `TrainingObjective`; defaults to the objective of `args.method` when it is a single-stage
-            method (`source_only`, `pram`), else to the teacher's `SourceObjective`.
+            method (`source_only`, `pram`). A teacher -> student method needs `SelfTrainingPipeline`, which
+            passes each stage's objective (a `ValueError` says so otherwise).
         class_weights: span class weights of the source loss.
         processing_class: the fast tokenizer.
         **kwargs: passed to `transformers.Trainer`.
@@ -228,10 +229,14 @@ class MaralTrainer(Trainer):
             processing_class=processing_class,
             **kwargs,
         )
-        # Without an explicit objective: the method's own for single-stage methods, the teacher's otherwise.
-        default_method = "source_only" if OBJECTIVES[args.method].self_training else args.method
+        if objective is None and OBJECTIVES[args.method].self_training:
+            raise ValueError(
+                f"--method {args.method} trains a teacher and then a student on its pseudo-labels, which takes more "
+                "than one MaralTrainer: run it with `self_training_maral.SelfTrainingPipeline` (see the README's "
+                "Python example) or `run_xner.py`, or pass this stage's `objective=`."
+            )
         self.objective = objective or build_objective(
-            default_method,
+            args.method,
             ObjectiveContext(
                 args,
                 config.num_labels,

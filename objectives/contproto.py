@@ -37,6 +37,8 @@ class ContProtoSettings:
         contproto_prototype_momentum: EMA momentum α of ContProto's class prototypes.
         contproto_warmup_epochs: epochs before ContProto starts refining pseudo-labels towards prototypes.
         contproto_consistency_weight: weight of the symmetric-KL consistency between the two dropout views (L_reg).
+        contproto_class_weighted: class-weighted source CE, as every method here; the paper uses plain CE
+            (`false`). The paper's projection size is 128 (`--projection_dim 128`; ours 64, shared with MARAL).
     """
 
     contproto_prototype_momentum: float = field(
@@ -47,6 +49,10 @@ class ContProtoSettings:
     )
     contproto_consistency_weight: float = field(
         default=0.0, metadata=help_text("Weight of ContProto's symmetric-KL consistency between the two views.")
+    )
+
+    contproto_class_weighted: bool = field(
+        default=True, metadata=help_text("ContProto: class-weighted source CE (the paper: plain CE, false).")
     )
 
     checks: ClassVar[tuple[SettingCheck, ...]] = (
@@ -98,6 +104,7 @@ def prototype_refinement(
         "contproto_prototype_momentum",
         "contproto_warmup_epochs",
         "contproto_consistency_weight",
+        "contproto_class_weighted",
     ),  # fmt: skip
 )
 class ContProtoObjective(PseudoLabelObjective):
@@ -152,7 +159,8 @@ class ContProtoObjective(PseudoLabelObjective):
         device = trainer.args.device
         mask, gold = inputs["span_mask"], inputs["labels"].clamp(min=0)
         source_views = [model(**model_inputs(inputs)) for _ in range(2)]
-        source_loss = sum(span_cross_entropy(view.logits, gold, mask, self.class_weights) for view in source_views) / 2
+        weights = self.class_weights if self.settings.contproto_class_weighted else None
+        source_loss = sum(span_cross_entropy(view.logits, gold, mask, weights) for view in source_views) / 2
         target_batch = trainer.target_stream.next_batch()
         target_batch = batch_to_device(target_batch, device)  # moved once for both views
         first_view, target_mask, rows = self.target_forward(model, target_batch, device)

@@ -87,3 +87,12 @@ def test_training_arguments_compose_every_method_settings_and_take_the_output_di
 def test_every_settings_class_checks_its_flags(flag, tmp_path):
     with pytest.raises(ValueError, match=f"`--{flag}`"):
         MaralTrainingArguments(str(tmp_path), use_cpu=True, **{flag: float("nan")})
+
+
+def test_trainer_refuses_a_teacher_student_method_without_its_stage_objective(tiny_encoder_dir, tmp_path):
+    model = MaralForSpanNER.from_encoder(str(tiny_encoder_dir), labels=list(TINY_LABELS))
+    args = MaralTrainingArguments(str(tmp_path), method="maral", use_cpu=True, report_to="none")
+    with pytest.raises(ValueError, match="SelfTrainingPipeline"):
+        MaralTrainer(
+            model=model, args=args, train_dataset=load_spans(list(TINY_SOURCE_RECORDS), labels=list(TINY_LABELS))
+        )
