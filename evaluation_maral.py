@@ -118,6 +118,7 @@ def evaluate_model(
     batch_size: int = 32,
     decoding: str | None = None,
     gold_column: str | None = None,
+    show_progress_bar: bool = False,
 ) -> tuple[dict[str, Any], list[SentencePrediction]]:
     """Predicts every sentence of `dataset` and scores the result.
 
@@ -127,6 +128,8 @@ def evaluate_model(
         batch_size: sentences per forward pass.
         decoding: overlap resolution (defaults to the model's).
         gold_column: `spans` or `gold_spans`; by default `gold_spans` when present (unlabeled target text).
+        show_progress_bar: show a progress bar when there is more than one batch (pass
+            `not training_args.disable_tqdm` where a `Trainer` is involved).
 
     Returns:
         The metrics of `compute_span_metrics` and the per-sentence predictions.
@@ -134,7 +137,9 @@ def evaluate_model(
     if gold_column is None:
         gold_column = "gold_spans" if "gold_spans" in dataset.column_names else "spans"
     rows = dataset.select_columns(["tokens", gold_column]).to_list()
-    predictions = model.predict_words([row["tokens"] for row in rows], batch_size=batch_size, decoding=decoding)
+    predictions = model.predict_words(
+        [row["tokens"] for row in rows], batch_size, decoding, show_progress_bar=show_progress_bar
+    )
     golds = [gold_entities(row, gold_column) for row in rows]
     return compute_span_metrics(predictions, golds, model.config.labels), predictions
 
