@@ -1477,6 +1477,7 @@ class MaralForSpanNER(MaralPreTrainedModel, SpanPredictionMixin):
         finally:
             self.train(was_training)
 
+    @torch.no_grad()
     def score_spans(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
         """Class probabilities of the configured prediction head for a batch of `collate_span_features`."""
         inputs = {key: batch[key].to(self.device) for key in MODEL_INPUT_NAMES}

@@ -42,7 +42,8 @@ from data_loading import (
 from data_loading.collator import entity_coverage, warn_about_unreachable_entities
 from evaluation_maral import evaluate_model, flatten_metrics
 from model_cards.run import publish_run, write_run_card
-from modeling_maral import MaralConfig, MaralForSpanNER, SentencePrediction
+from modeling_maral import MaralConfig, MaralForSpanNER
+from prediction_io import PREDICTIONS_FILE, check_predict_file, predict_file, write_predictions
 from trainer_maral import (
     OBJECTIVES,
     MaralTrainer,
@@ -107,6 +108,13 @@ class DataArguments:
     )
     target_validation_file: str | None = field(default=None, metadata={"help": "Labelled target-language dev file."})
     target_test_file: str | None = field(default=None, metadata={"help": "Labelled target-language test file."})
+    predict_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "File to predict under --do_predict instead of --target_test_file: raw text (one text per line, "
+            "or JSON lines with a `text` field) or labelled span JSON/CoNLL (then also scored)."
+        },
+    )
     labels: str | None = field(
         default=None,
         metadata={"help": "Comma-separated labels, O first (default: O then the source training types, sorted)."},
@@ -323,24 +331,6 @@ def report_coverage(datasets: dict[str, Any], model: MaralForSpanNER) -> None:
         warn_about_unreachable_entities(counts, name, config.max_span_width, config.max_seq_length)
 
 
-def write_predictions(path: Path, dataset, predictions: list[SentencePrediction], labels: list[str]) -> None:
-    """`predictions.jsonl`: one line per sentence with its words and predicted entities (inclusive word ends)."""
-    with path.open("w", encoding="utf-8") as handle:
-        for row, prediction in zip(dataset, predictions):
-            entities = [
-                {
-                    "start": start,
-                    "end": end,
-                    "label": labels[label],
-                    "score": round(score, 6),
-                    "text": " ".join(row["tokens"][start : end + 1]),
-                }
-                for start, end, label, score in prediction.entities
-            ]
-            record = {"sentence_id": row["sentence_id"], "tokens": row["tokens"], "entities": entities}
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-
-
 # Datasets scored after every self-training stage (per-round metrics; never used for selection).
 REPORTED_DATASETS = ("source_dev", "target_dev", "target_test")
 
@@ -381,6 +371,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     transformers.utils.logging.set_verbosity_warning()
     check_output_dir(training_args, run_args)
+    check_predict_file(data_args.predict_file, training_args.do_predict)
     set_seed(training_args.seed)
 
     labels = resolve_labels(data_args, model_args)
@@ -442,18 +433,31 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         trainer.save_metrics("eval", metrics)
         all_results.update(metrics)
 
-    if training_args.do_predict and "target_test" in datasets:
+    if training_args.do_predict and "target_test" in datasets and not data_args.predict_file:
         scores, predictions = evaluate_model(
             trainer.model,
             datasets["target_test"],
             training_args.per_device_eval_batch_size,
             decoding=training_args.eval_decoding,
+            show_progress_bar=not training_args.disable_tqdm,
         )
         metrics = flatten_metrics(scores, "predict_target_test")
         trainer.save_metrics("predict", metrics)
         all_results.update(metrics)
         if trainer.is_world_process_zero():
-            write_predictions(output_dir / "predictions.jsonl", datasets["target_test"], predictions, labels)
+            write_predictions(output_dir / PREDICTIONS_FILE, datasets["target_test"], predictions, labels)
+    if training_args.do_predict and data_args.predict_file:
+        metrics = predict_file(
+            trainer.model,
+            data_args.predict_file,
+            output_dir / PREDICTIONS_FILE if trainer.is_world_process_zero() else None,
+            training_args.per_device_eval_batch_size,
+            training_args.eval_decoding,
+            progress=not training_args.disable_tqdm,
+        )
+        if metrics:  # labelled data
+            trainer.save_metrics("predict", metrics)
+            all_results.update(metrics)
 
     if trainer.is_world_process_zero() and all_results:
         print("\n" + results_table(all_results) + "\n")
