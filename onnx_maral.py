@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 import warnings
 from collections.abc import Sequence
@@ -96,19 +97,25 @@ def export_onnx(model_dir: str | Path, output_dir: str | Path, opset: int = DEFA
     )
     example = example_batch(model)
     path = output_dir / ONNX_FILE
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.filterwarnings("ignore", message=".*axis name.*will not be used", category=UserWarning)
-        torch.onnx.export(
-            SpanScoringGraph(model).eval(),
-            tuple(example[name] for name in ONNX_INPUT_NAMES),
-            str(path),
-            input_names=list(ONNX_INPUT_NAMES),
-            output_names=list(ONNX_OUTPUT_NAMES),
-            dynamic_shapes=(axes,),  # one entry: the `*inputs` of `SpanScoringGraph.forward`
-            opset_version=opset,
-            dynamo=True,
-            verbose=False,
-        )
+    exporter_logger = logging.getLogger("torch.onnx")  # quiet: "torchvision is not installed. Skipping ..."
+    level = exporter_logger.level
+    exporter_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.filterwarnings("ignore", message=".*axis name.*will not be used", category=UserWarning)
+            torch.onnx.export(
+                SpanScoringGraph(model).eval(),
+                tuple(example[name] for name in ONNX_INPUT_NAMES),
+                str(path),
+                input_names=list(ONNX_INPUT_NAMES),
+                output_names=list(ONNX_OUTPUT_NAMES),
+                dynamic_shapes=(axes,),  # one entry: the `*inputs` of `SpanScoringGraph.forward`
+                opset_version=opset,
+                dynamo=True,
+                verbose=False,
+            )
+    finally:
+        exporter_logger.setLevel(level)
     model.config.save_pretrained(output_dir)
     model.tokenizer.save_pretrained(output_dir)
     return path
@@ -129,12 +136,23 @@ class OnnxMaralForSpanNER(SpanPredictionMixin):
         self.tokenizer = tokenizer
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, providers: Sequence[str] | None = None) -> OnnxMaralForSpanNER:
-        """Loads a folder written by `export_onnx` (CPU unless other ONNX Runtime `providers` are given)."""
+    def from_pretrained(
+        cls, path: str | Path, providers: Sequence[str] | None = None, num_threads: int | None = None
+    ) -> OnnxMaralForSpanNER:
+        """Loads a folder written by `export_onnx`.
+
+        Args:
+            path: the folder.
+            providers: ONNX Runtime execution providers (default: CPU).
+            num_threads: threads of one operator (default: ONNX Runtime's, one per physical core).
+        """
         onnxruntime = _require("onnxruntime")
         path = Path(path)
+        options = onnxruntime.SessionOptions()
+        if num_threads is not None:
+            options.intra_op_num_threads = num_threads
         session = onnxruntime.InferenceSession(
-            str(path / ONNX_FILE), providers=list(providers or ["CPUExecutionProvider"])
+            str(path / ONNX_FILE), options, providers=list(providers or ["CPUExecutionProvider"])
         )
         config = MaralConfig.from_pretrained(path)
         return cls(session, config, AutoTokenizer.from_pretrained(path, trust_remote_code=False))
