@@ -86,7 +86,8 @@ def export_onnx(model_dir: str | Path, output_dir: str | Path, opset: int = DEFA
     Returns:
         The path of the ONNX file.
     """
-    _require("onnxscript")
+    for module in ("onnx", "onnxscript"):  # the exporter's dependencies
+        _require(module)
     model = MaralForSpanNER.from_pretrained(model_dir).eval()
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

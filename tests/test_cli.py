@@ -391,3 +391,15 @@ def test_predict_file_needs_do_predict(brussels_model_dir, tmp_path):
     with pytest.raises(ValueError, match="--predict_file is predicted under --do_predict"):
         run_xner.main(["--model_name_or_path", str(brussels_model_dir), "--output_dir", str(tmp_path),
                        "--predict_file", str(tmp_path / "x.txt")])  # fmt: skip
+
+
+def test_predict_file_replaces_the_target_test_file_under_do_predict(brussels_model_dir, data_files, tmp_path):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("Brussels\n", encoding="utf-8")
+    results = run_xner.main(
+        ["--model_name_or_path", str(brussels_model_dir), "--output_dir", str(tmp_path / "out"), "--do_predict",
+         "--predict_file", str(texts), "--target_test_file", data_files["target_test_file"], "--use_cpu",
+         "--report_to", "none", "--disable_tqdm", "true"]
+    )  # fmt: skip
+    assert not any(key.startswith("predict_target_test") for key in results)
+    assert [record["text"] for record in read_predictions(tmp_path / "out")] == ["Brussels"]
