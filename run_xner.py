@@ -44,9 +44,10 @@ from data_loading import (
 from data_loading.collator import entity_coverage, warn_about_unreachable_entities
 from evaluation_maral import evaluate_datasets, evaluate_model, flatten_metrics
 from model_cards.run import publish_run, write_run_card
-from modeling_maral import MaralConfig, MaralForSpanNER, SentencePrediction, check_span_limits
+from modeling_maral import MaralConfig, MaralForSpanNER, check_span_limits
 from objectives import OBJECTIVES, class_weights_from_counts
 from output_layout import ALL_RESULTS_FILE, PREDICTIONS_FILE
+from prediction_io import check_predict_file, predict_file, write_predictions
 from self_training_maral import SelfTrainingPipeline
 from trainer_maral import MaralTrainer, MaralTrainingArguments
 
@@ -104,6 +105,13 @@ class DataArguments:
     )
     target_validation_file: str | None = field(default=None, metadata={"help": "Labelled target-language dev file."})
     target_test_file: str | None = field(default=None, metadata={"help": "Labelled target-language test file."})
+    predict_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "File to predict under --do_predict instead of --target_test_file: raw text (one text per line, "
+            "or JSON lines with a `text` field) or labelled span JSON/CoNLL (then also scored)."
+        },
+    )
     labels: str | None = field(
         default=None,
         metadata={"help": "Comma-separated labels, O first (default: O then the source training types, sorted)."},
@@ -317,24 +325,6 @@ def report_coverage(datasets: dict[str, Any], model: MaralForSpanNER) -> None:
         warn_about_unreachable_entities(counts, name, config.max_span_width, config.max_seq_length)
 
 
-def write_predictions(path: Path, dataset, predictions: list[SentencePrediction], labels: list[str]) -> None:
-    """`predictions.jsonl`: one line per sentence with its words and predicted entities (inclusive word ends)."""
-    with path.open("w", encoding="utf-8") as handle:
-        for row, prediction in zip(dataset, predictions):
-            entities = [
-                {
-                    "start": start,
-                    "end": end,
-                    "label": labels[label],
-                    "score": round(score, 6),
-                    "text": " ".join(row["tokens"][start : end + 1]),
-                }
-                for start, end, label, score in prediction.entities
-            ]
-            record = {"sentence_id": row["sentence_id"], "tokens": row["tokens"], "entities": entities}
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-
-
 # Datasets scored during training and by --do_eval (model selection uses source_dev only, never target data).
 EVALUATED_DATASETS = ("source_dev", "target_dev")
 # Datasets scored after every self-training stage (per-round metrics; never used for selection).
@@ -429,24 +419,38 @@ def train(
 
 
 def evaluate_and_predict(
-    model: MaralForSpanNER, training_args: MaralTrainingArguments, datasets: dict[str, Any], labels: list[str]
+    model: MaralForSpanNER,
+    training_args: MaralTrainingArguments,
+    datasets: dict[str, Any],
+    labels: list[str],
+    predict_path: str | None = None,
 ) -> dict[str, dict[str, float]]:
-    """`--do_eval` on the dev sets and `--do_predict` on the target test set (with `predictions.jsonl`).
+    """`--do_eval` on the dev sets and `--do_predict` on the target test set, or on `--predict_file` when given
+    (`predictions.jsonl`; metrics only for labelled data).
 
     Returns:
         `{split: metrics}` for `eval` and `predict`, whichever ran.
     """
     results: dict[str, dict[str, float]] = {}
     batch_size, decoding = training_args.per_device_eval_batch_size, training_args.eval_decoding
+    progress = not training_args.disable_tqdm
+    output = Path(training_args.output_dir) / PREDICTIONS_FILE if training_args.should_save else None
     eval_datasets = {name: datasets[name] for name in EVALUATED_DATASETS if name in datasets}
     if training_args.do_eval and eval_datasets:
-        results["eval"] = evaluate_datasets(model, eval_datasets, "eval", batch_size, decoding)
-    if training_args.do_predict and "target_test" in datasets:
-        scores, predictions = evaluate_model(model, datasets["target_test"], batch_size, decoding=decoding)
+        results["eval"] = evaluate_datasets(
+            model, eval_datasets, "eval", batch_size, decoding, show_progress_bar=progress
+        )
+    if training_args.do_predict and predict_path:
+        metrics = predict_file(model, predict_path, output, batch_size, decoding, progress=progress)
+        if metrics:  # labelled data
+            results["predict"] = metrics
+    elif training_args.do_predict and "target_test" in datasets:
+        scores, predictions = evaluate_model(
+            model, datasets["target_test"], batch_size, decoding=decoding, show_progress_bar=progress
+        )
         results["predict"] = flatten_metrics(scores, "predict_target_test")
-        if training_args.should_save:
-            path = Path(training_args.output_dir) / PREDICTIONS_FILE
-            write_predictions(path, datasets["target_test"], predictions, labels)
+        if output is not None:
+            write_predictions(output, datasets["target_test"], predictions, labels)
     return results
 
 
@@ -459,6 +463,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     transformers.utils.logging.set_verbosity_warning()
     check_output_dir(training_args, run_args)
+    check_predict_file(data_args.predict_file, training_args.do_predict)
     set_seed(training_args.seed)
 
     labels = resolve_labels(data_args, model_args)
@@ -481,7 +486,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             lambda path: build_model(model_args, data_args, labels, path),
             load_code_switched(data_args, training_args, labels, datasets),
         )
-    results.update(evaluate_and_predict(model, training_args, datasets, labels))
+    results.update(evaluate_and_predict(model, training_args, datasets, labels, data_args.predict_file))
     output_dir = Path(training_args.output_dir)
     if training_args.should_save:
         if training_args.do_train or push_model:  # an evaluation-only run publishes the model it evaluated

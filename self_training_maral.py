@@ -305,7 +305,11 @@ class SelfTrainingPipeline:
 
     def _label_target(self, model, stage_dir: Path) -> PseudoLabelStore:
         store = generate_pseudo_labels(
-            model, self.target_dataset, self.args.per_device_eval_batch_size, self.args.pseudo_label_pruning
+            model,
+            self.target_dataset,
+            self.args.per_device_eval_batch_size,
+            self.args.pseudo_label_pruning,
+            show_progress_bar=not self.args.disable_tqdm,
         )
         if self.is_main_process:
             store.save(stage_dir / PSEUDO_LABEL_FILE)
@@ -314,7 +318,12 @@ class SelfTrainingPipeline:
 
     def _report(self, model, prefix: str) -> dict[str, float]:
         return evaluate_datasets(
-            model, self.report_datasets, prefix, self.args.per_device_eval_batch_size, self.args.eval_decoding
+            model,
+            self.report_datasets,
+            prefix,
+            self.args.per_device_eval_batch_size,
+            self.args.eval_decoding,
+            show_progress_bar=not self.args.disable_tqdm,
         )
 
     @staticmethod

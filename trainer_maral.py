@@ -320,6 +320,7 @@ class MaralTrainer(Trainer):
             self.args.per_device_eval_batch_size,
             self.args.eval_decoding,
             per_label=self.include_per_label_metrics,
+            show_progress_bar=not self.args.disable_tqdm,
         )
         if self.state.epoch is not None:
             metrics["epoch"] = self.state.epoch

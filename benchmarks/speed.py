@@ -10,7 +10,10 @@ Convert the encoder first (``make encoder``), then::
 Rows of the table (goals in brackets):
 
 (a) inference sentences/s of ``MaralForSpanNER.predict_words`` against ``AutoModelForTokenClassification`` on the
-    same encoder, sentences and batch size (ratio >= 0.8x);
+    same encoder, sentences and batch size (ratio >= 0.8x); (a2) the same with the model exported to ONNX and run
+    by ONNX Runtime (``onnx_maral``, skipped without the ``onnx`` extra); (a3) long texts: the sentences joined into
+    documents of ``--document_words`` words, predicted by ``predict`` in overlapping windows, against the token
+    classifier over the tokenizer's overflowing windows (the same stride);
 (b) training seconds per (source + target) sentence of the MARAL student objective against the source-only
     (teacher) objective, both built by the project's own classes and run by ``MaralTrainer.train()`` (ratio
     <= 1.5x);
@@ -33,6 +36,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse  # noqa: E402
+import functools  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
@@ -110,6 +114,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--target_file", type=Path, default=None, help="target text (default: spanner.unlabel)")
     parser.add_argument("--teacher", type=Path, default=None, help="trained MARAL model for (a) and pseudo-labels")
     parser.add_argument("--num_sentences", type=int, default=256, help="sentences of (a) and (e)")
+    parser.add_argument("--document_words", type=int, default=400, help="words per long text of (a3)")
     parser.add_argument("--batch_size", type=int, default=32, help="inference batch size")
     parser.add_argument("--train_batch_size", type=int, default=8, help="source and target sentences per step")
     parser.add_argument("--train_steps", type=int, default=5, help="timed optimizer steps per objective")
@@ -120,7 +125,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.source_file = args.source_file or args.data_dir / "spanner.train"
     args.target_file = args.target_file or args.data_dir / "spanner.unlabel"
-    for name in ("num_sentences", "batch_size", "train_batch_size", "train_steps", "repeats"):
+    for name in ("num_sentences", "document_words", "batch_size", "train_batch_size", "train_steps", "repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
     return args
@@ -149,11 +154,16 @@ def build_span_model(encoder: Path, teacher: Path | None = None, seed: int = 0) 
 
 
 def token_classification_pass(
-    model, tokenizer, sentences: list[list[str]], batch_size: int, max_length: int
+    model, tokenizer, sentences: list[list[str]], batch_size: int, max_length: int, stride: int | None = None
 ) -> list[list[int]]:
-    """Label every word with a token classifier: length-sorted batches, argmax, the first subword's label."""
+    """Label every word with a token classifier: length-sorted batches, argmax, the first subword's label.
+
+    With `stride`, a text longer than `max_length` is read in the tokenizer's overflowing windows (`stride`
+    subwords shared), as the token-classification pipeline does; a word keeps the label of its first window.
+    """
     order = sorted(range(len(sentences)), key=lambda index: len(sentences[index]))
-    results: list[list[int]] = [[] for _ in sentences]
+    results: list[list[int]] = [[-1] * len(sentence) for sentence in sentences]  # unread words stay -1
+    windows = {} if stride is None else {"return_overflowing_tokens": True, "stride": stride}
     with torch.no_grad():
         for begin in range(0, len(order), batch_size):
             indices = order[begin : begin + batch_size]
@@ -164,62 +174,129 @@ def token_classification_pass(
                 max_length=max_length,
                 padding=True,
                 return_tensors="pt",
+                **windows,
             )
+            sources = encoding.pop("overflow_to_sample_mapping", torch.arange(len(indices))).tolist()
             predictions = model(**encoding).logits.argmax(-1).tolist()
-            for row, index in enumerate(indices):
-                labels = [-1] * len(sentences[index])  # words cut by max_length stay unlabeled
-                previous = None
+            for row, source in enumerate(sources):
+                labels, previous = results[indices[source]], None
                 for position, word in enumerate(encoding.word_ids(row)):
-                    if word is not None and word != previous:
+                    if word is not None and word != previous and labels[word] == -1:
                         labels[word] = predictions[row][position]
                     previous = word
-                results[index] = labels
     return results
 
 
 def time_token_classifier(
-    encoder: Path, tokenizer, sentences: list[list[str]], batch_size: int, max_length: int, repeats: int
+    encoder: Path,
+    tokenizer,
+    sentences: list[list[str]],
+    batch_size: int,
+    max_length: int,
+    repeats: int,
+    stride: int | None = None,
 ) -> list[float]:
     """Seconds per `token_classification_pass` of `AutoModelForTokenClassification` (9 BIO labels) on ``encoder``."""
     model = AutoModelForTokenClassification.from_pretrained(encoder, num_labels=2 * (len(LABELS) - 1) + 1).eval()
     warm_up = sentences[:batch_size]
     return time_runs(
-        lambda: token_classification_pass(model, tokenizer, sentences, batch_size, max_length),
+        lambda: token_classification_pass(model, tokenizer, sentences, batch_size, max_length, stride),
         repeats,
-        lambda: token_classification_pass(model, tokenizer, warm_up, batch_size, max_length),
+        lambda: token_classification_pass(model, tokenizer, warm_up, batch_size, max_length, stride),
     )
 
 
-def measure_inference(
-    span_model: MaralForSpanNER, encoder: Path, sentences: list[list[str]], batch_size: int, repeats: int
+def inference_row(
+    name: str,
+    predict: Callable[[list[list[str]]], Any],
+    texts: list[list[str]],
+    baseline: list[float],
+    num_sentences: int,
+    batch_size: int,
+    repeats: int,
 ) -> Row:
-    """(a): sentences/s of `predict_words` and of a token classifier on the same encoder and sentences."""
-    warm_up = sentences[:batch_size]
-    maral = time_runs(
-        lambda: span_model.predict_words(sentences, batch_size=batch_size),
-        repeats,
-        lambda: span_model.predict_words(warm_up, batch_size=batch_size),
-    )
-    baseline = time_token_classifier(
-        encoder, span_model.tokenizer, sentences, batch_size, span_model.config.max_seq_length, repeats
-    )
-    maral_rate = len(sentences) / statistics.median(maral)
-    baseline_rate = len(sentences) / statistics.median(baseline)
+    """Sentences/s of `predict` on `texts` (which hold `num_sentences` sentences) against the token classifier's
+    `baseline` seconds on the same texts."""
+    maral = time_runs(lambda: predict(texts), repeats, lambda: predict(texts[:batch_size]))
+    maral_rate = num_sentences / statistics.median(maral)
+    baseline_rate = num_sentences / statistics.median(baseline)
     return Row(
-        "(a) inference",
+        name,
         "sentences/s",
         maral_rate,
         baseline_rate,
         goal=f">= {GOALS['inference']}x",
         met=maral_rate / baseline_rate >= GOALS["inference"],
         details={
-            "sentences": len(sentences),
+            "sentences": num_sentences,
+            "texts": len(texts),
             "batch_size": batch_size,
-            "decoding": span_model.config.decoding,
             "maral_s": maral,
             "baseline_s": baseline,
         },
     )
+
+
+def join_into_documents(sentences: list[list[str]], words: int) -> list[list[str]]:
+    """Consecutive sentences joined into texts of at least `words` words (the last one may be shorter)."""
+    documents: list[list[str]] = [[]]
+    for sentence in sentences:
+        if len(documents[-1]) >= words:
+            documents.append([])
+        documents[-1].extend(sentence)
+    return [document for document in documents if document]
+
+
+def export_to_onnx(span_model: MaralForSpanNER, folder: Path):
+    """The benchmark's span model exported and loaded by ONNX Runtime, or None without the `onnx` extra."""
+    try:
+        from onnx_maral import OnnxMaralForSpanNER, export_onnx
+
+        span_model.save_pretrained(folder / "model")
+        export_onnx(folder / "model", folder / "onnx")
+        return OnnxMaralForSpanNER.from_pretrained(folder / "onnx", num_threads=torch.get_num_threads())
+    except ImportError as error:
+        print(f"(a2) skipped: {error}", file=sys.stderr)
+        return None
+
+
+def measure_inference(
+    span_model: MaralForSpanNER,
+    encoder: Path,
+    sentences: list[list[str]],
+    batch_size: int,
+    repeats: int,
+    document_words: int,
+) -> dict[str, Row]:
+    """(a), (a2), (a3): sentences/s of the span model's prediction paths and of a token classifier on the same
+    encoder and texts."""
+    max_length = span_model.config.max_seq_length
+    stride = (max_length - span_model.tokenizer.num_special_tokens_to_add()) // 4  # `predict`'s default
+    baseline = time_token_classifier(encoder, span_model.tokenizer, sentences, batch_size, max_length, repeats)
+    row = functools.partial(inference_row, num_sentences=len(sentences), batch_size=batch_size, repeats=repeats)
+    rows = {
+        "inference": row(
+            "(a) inference, PyTorch", lambda texts: span_model.predict_words(texts, batch_size), sentences, baseline
+        )
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        onnx_model = export_to_onnx(span_model, Path(folder))
+        if onnx_model is not None:
+            predict = onnx_model.predict_words
+            rows["inference_onnx"] = row(
+                "(a2) inference, ONNX RT", lambda texts: predict(texts, batch_size), sentences, baseline
+            )
+    documents = join_into_documents(sentences, document_words)
+    document_baseline = time_token_classifier(
+        encoder, span_model.tokenizer, documents, batch_size, max_length, repeats, stride
+    )
+    rows["inference_long"] = row(
+        "(a3) long texts", lambda texts: span_model.predict(texts, batch_size), documents, document_baseline
+    )
+    for measured in rows.values():
+        measured.details["decoding"] = span_model.config.decoding
+    rows["inference_long"].details.update(document_words=document_words, stride=stride)
+    return rows
 
 
 class StepTimer(TrainerCallback):
@@ -441,6 +518,7 @@ def format_table(rows: list[Row], footnotes: list[str]) -> str:
 def footnotes(rows: dict[str, Row], args: argparse.Namespace) -> list[str]:
     """What each row measures."""
     inference, training = rows["inference"].details, rows["training"].details
+    long = rows["inference_long"].details
     state = rows["pseudo_labels"].details
     labeller = f"the trained model {args.teacher}" if args.teacher else "the untrained span model"
     return [
@@ -448,7 +526,11 @@ def footnotes(rows: dict[str, Row], args: argparse.Namespace) -> list[str]:
         f"runs; MARAL = predict_words ({labeller}: tokenize, span features, forward, {inference['decoding']} "
         "decoding); reference = "
         "AutoModelForTokenClassification (9 BIO labels) on the same encoder, is_split_into_words, no_grad, same "
-        "length-sorted batches, argmax and first-subword label per word.",
+        "length-sorted batches, argmax and first-subword label per word. (a2) the same sentences with the model "
+        "exported by onnx_maral and run by ONNX Runtime (CPU, as many threads as torch); the same reference. (a3) "
+        f"the same sentences joined into {long['texts']} texts of >= {long['document_words']} words; MARAL = "
+        f"predict (windows of max_seq_length subwords sharing {long['stride']}, merged); reference = the token "
+        "classifier over the tokenizer's overflowing windows with the same stride.",
         f"(b) {training['steps']} optimizer steps of {training['batch_size']} source + {training['batch_size']} "
         "target sentences, timed in the 2nd epoch of trainer.train() (the 1st is the warm-up; epoch hooks are not "
         f"timed), median of {training['repeats']} alternating runs of each; MARAL = student objective "
@@ -489,7 +571,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     rows: dict[str, Row] = {}
     model = build_span_model(args.encoder, args.teacher)
-    rows["inference"] = measure_inference(model, args.encoder, target["tokens"], args.batch_size, args.repeats)
+    rows.update(
+        measure_inference(model, args.encoder, target["tokens"], args.batch_size, args.repeats, args.document_words)
+    )
     rows["collator"] = measure_collator(
         model, source.select(range(min(args.num_sentences, len(source)))), args.train_batch_size, args.repeats
     )
@@ -509,7 +593,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rows["peak_rss"] = Row("(c) peak RSS", "MB", peak_rss)
 
-    ordered = [rows[name] for name in ("inference", "training", "peak_rss", "pseudo_labels", "collator")]
+    names = ("inference", "inference_onnx", "inference_long", "training", "peak_rss", "pseudo_labels", "collator")
+    ordered = [rows[name] for name in names if name in rows]
     print(
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"{torch.get_num_threads()} torch threads, encoder {args.encoder.name}"

@@ -36,6 +36,7 @@ from .collect import (
 TEMPLATE_PATH = Path(__file__).with_name("template.md")
 CARD_TAGS = ["token-classification", "ner", "named-entity-recognition", "cross-lingual", "span-ner", "maral"]
 TASK = {"task_type": "token-classification", "task_name": "Named Entity Recognition"}
+PIPELINE_TAG = "token-classification"  # the Hub task of the card, one of the tasks of `custom_pipelines`
 # (metric key suffix, model-index metric type, display name)
 METRICS = (
     ("span_f1", "f1", "Span F1"),
@@ -205,7 +206,9 @@ def card_data(folder: OutputFolder, info: RunInfo, widget: list[str]) -> ModelCa
         tags=CARD_TAGS,
         datasets=[info.dataset_id] if info.dataset_id else None,
         base_model=info.base_model,
-        pipeline_tag="token-classification",
+        # Only where `pipeline("token-classification", model=..., trust_remote_code=True)` loads: config.json
+        # declares the uploaded pipeline file for that task.
+        pipeline_tag=PIPELINE_TAG if PIPELINE_TAG in folder.config.get("custom_pipelines", {}) else None,
         metrics=["f1", "precision", "recall"] if results else None,
         model_name=model_name(folder, info),
         eval_results=results or None,

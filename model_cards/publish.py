@@ -2,8 +2,9 @@
 """Publishing to the Hugging Face Hub: a trained model folder, and the span data of a run as a `DatasetDict`.
 
 Only the files a user of the model needs are uploaded, in one commit: the safetensors weights, `config.json` (with
-its `auto_map`), `modeling_maral.py`, the tokenizer files, the model card `README.md` and `all_results.json`;
-never `training_args.bin` (a pickle), checkpoints, stage folders or predictions.
+its `auto_map` and `custom_pipelines`), `modeling_maral.py`, `pipeline_maral.py`, the tokenizer files, the model
+card `README.md` and `all_results.json`; never `training_args.bin` (a pickle), checkpoints, stage folders or
+predictions.
 
 A failed push never touches the local folder and raises a `HubPushError` whose message gives the command that
 retries it, e.g. `python -m model_cards push outputs/en-de --repo_id user/maral-xner-de`.
@@ -25,6 +26,7 @@ MODEL_FILE_PATTERNS = (
     "model.safetensors.index.json",
     "config.json",
     "modeling_maral.py",
+    "pipeline_maral.py",
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",

@@ -247,9 +247,13 @@ class PseudoLabelStore:
 
 
 @torch.no_grad()
-def generate_pseudo_labels(model, dataset, batch_size: int = 32, pruning: str = "legacy") -> PseudoLabelStore:
+def generate_pseudo_labels(
+    model, dataset, batch_size: int = 32, pruning: str = "legacy", show_progress_bar: bool = False
+) -> PseudoLabelStore:
     """Labels every scorable span of the target `dataset` with `model`'s current prediction head."""
-    predictions = unwrap_model(model).predict_words(dataset["tokens"], batch_size=batch_size, decoding=pruning)
+    predictions = unwrap_model(model).predict_words(
+        dataset["tokens"], batch_size=batch_size, decoding=pruning, show_progress_bar=show_progress_bar
+    )
     return PseudoLabelStore.from_predictions(dataset["sentence_id"], predictions, pruning)
 
 

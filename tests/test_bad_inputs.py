@@ -104,13 +104,18 @@ def test_writing_span_json_never_overwrites_without_consent(tmp_path):
 # -- models and tokenizers ------------------------------------------------------------------------------------------
 
 
-def test_text_longer_than_max_seq_length_is_refused_unless_truncation_is_allowed(tiny_encoder_dir):
+def test_word_longer_than_a_window_is_refused_unless_truncation_is_allowed(tiny_encoder_dir):
     model = MaralForSpanNER.from_encoder(str(tiny_encoder_dir), labels=LABELS, max_seq_length=8)
-    long_text = "Peter Blackburn visited Brussels on Monday and London on Tuesday ."
-    with pytest.raises(ValueError, match=r"inputs\[0\] is longer than max_seq_length=8.*allow_truncation=True"):
+    long_text = "Peter Blackburn visitedvisitedvisited Brussels on Monday and London on Tuesday ."
+    with pytest.raises(ValueError, match=r"inputs\[0\]: word 2 .*max_seq_length=8.*allow_truncation=True"):
         model.predict(long_text)
-    entities = model.predict(long_text, allow_truncation=True, threshold=0.0)
-    assert all(entity["end"] <= len(long_text) for entity in entities)
+    with torch.no_grad():  # every span is PER
+        model.span_classifier.output.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 0.0, 9.0]))
+    entities = model.predict(long_text, allow_truncation=True, decoding="none")
+    assert all(long_text[entity["start"] : entity["end"]] == entity["text"] for entity in entities)
+    # every span but those with the long word, which is not read
+    assert {entity["word_start"] for entity in entities} == set(range(11)) - {2}
+    assert not any(entity["word_start"] <= 2 <= entity["word_end"] for entity in entities)
 
 
 class WhitespaceSlowTokenizer(PreTrainedTokenizer):

@@ -10,7 +10,7 @@ import pytest
 
 import run_xner
 from modeling_maral import MaralForSpanNER
-from tests.tiny_models import TINY_SOURCE_RECORDS
+from tests.tiny_models import TINY_SOURCE_RECORDS, build_span_marking_model
 
 SOURCE_TRAIN = TINY_SOURCE_RECORDS[:6]
 SOURCE_DEV = [TINY_SOURCE_RECORDS[7], TINY_SOURCE_RECORDS[6]]
@@ -123,12 +123,19 @@ def test_end_to_end_writes_predictions(cli_run):
         prediction = json.loads(line)
         assert prediction["sentence_id"] == index
         assert prediction["tokens"] == record["context"].split()
+        assert prediction["text"] == record["context"]
         for entity in prediction["entities"]:
-            assert 0 <= entity["start"] <= entity["end"] < len(prediction["tokens"])
-            assert entity["end"] - entity["start"] < 4
+            assert 0 <= entity["word_start"] <= entity["word_end"] < len(prediction["tokens"])
+            assert entity["word_end"] - entity["word_start"] < 4
             assert entity["label"] in INFERRED_LABELS[1:]
-            assert entity["text"] == " ".join(prediction["tokens"][entity["start"] : entity["end"] + 1])
+            assert entity["text"] == " ".join(prediction["tokens"][entity["word_start"] : entity["word_end"] + 1])
+            assert entity["text"] == prediction["text"][entity["start"] : entity["end"]]  # character offsets
             assert 0.0 < entity["score"] <= 1.0
+        gold = [(e["word_start"], e["word_end"], e["label"], e["text"]) for e in prediction["gold"]]
+        assert gold == [
+            (int(key.split(";")[0]), int(key.split(";")[1]), label, prediction["text"][e["start"] : e["end"]])
+            for (key, label), e in zip(record["span_posLabel"].items(), prediction["gold"])
+        ]
 
 
 def test_end_to_end_writes_a_loadable_model(cli_run):
@@ -256,7 +263,7 @@ def test_json_config_file_as_the_only_argument(tiny_encoder_dir, data_files, tmp
     lines = (output_dir / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == len(TARGET_TEST)
     for line in lines:
-        assert all(entity["end"] - entity["start"] < 3 for entity in json.loads(line)["entities"])
+        assert all(entity["word_end"] - entity["word_start"] < 3 for entity in json.loads(line)["entities"])
 
 
 def test_unknown_flag_fails(tmp_path):
@@ -300,3 +307,99 @@ def test_inference_settings_apply_to_a_trained_model(tmp_path, tiny_encoder_dir)
             run_xner.DataArguments(max_span_width=4),
             INFERRED_LABELS,
         )
+
+
+@pytest.fixture(scope="module")
+def brussels_model_dir(wordpiece_tokenizer, tmp_path_factory) -> Path:
+    """A saved model that labels the word "Brussels" LOC and nothing else."""
+    folder = tmp_path_factory.mktemp("brussels_model")
+    build_span_marking_model(wordpiece_tokenizer, ["Brussels"], "LOC").save_pretrained(folder)
+    return folder
+
+
+def predict_only(model_dir: Path, output_dir: Path, predict_file: Path) -> dict[str, float]:
+    return run_xner.main(
+        ["--model_name_or_path", str(model_dir), "--output_dir", str(output_dir), "--do_predict", "--predict_file",
+         str(predict_file), "--use_cpu", "--report_to", "none", "--disable_tqdm", "true"]
+    )  # fmt: skip
+
+
+def read_predictions(output_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (output_dir / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def test_predict_file_of_raw_text_writes_character_offsets_and_no_metrics(brussels_model_dir, tmp_path, capsys):
+    long_line = " ".join(["the committee said on Monday ,"] * 100 + ["Brussels ."])  # 602 words
+    lines = ["Peter Blackburn visited  Brussels on Monday.", "", "   ", "(Brussels) Brussels-based", long_line]
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    results = predict_only(brussels_model_dir, tmp_path / "out", texts)
+    assert results == {}
+    assert "span F1" not in capsys.readouterr().out  # no metrics table without labels
+    assert not (tmp_path / "out" / "predict_results.json").exists()
+    records = read_predictions(tmp_path / "out")
+    assert [record["text"] for record in records] == lines
+    assert [record["sentence_id"] for record in records] == list(range(len(lines)))
+    found = [[(e["text"], e["label"], e["start"], e["end"]) for e in record["entities"]] for record in records]
+    assert found == [
+        [("Brussels", "LOC", 25, 33)],
+        [],
+        [],
+        [("Brussels", "LOC", 1, 9)],  # "Brussels-based" is one word
+        [("Brussels", "LOC", len(long_line) - 10, len(long_line) - 2)],
+    ]
+    for record in records:
+        for entity in record["entities"]:
+            assert record["tokens"][entity["word_start"]] == entity["text"]
+    assert "gold" not in records[0]
+
+
+def test_predict_file_of_json_lines_keeps_ids(brussels_model_dir, tmp_path):
+    texts = tmp_path / "texts.jsonl"
+    items = [{"id": "a", "text": "Brussels said", "lang": "en"}, {"text": "nothing here"}]
+    texts.write_text("\n".join(json.dumps(item) for item in items) + "\n\n", encoding="utf-8")
+    predict_only(brussels_model_dir, tmp_path / "out", texts)
+    records = read_predictions(tmp_path / "out")
+    assert [(record.get("id"), record["text"], len(record["entities"])) for record in records] == [
+        ("a", "Brussels said", 1),
+        (None, "nothing here", 0),
+    ]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"txt": "typo"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad.jsonl \(line 2\): expected a JSON object with a string field 'text'"):
+        predict_only(brussels_model_dir, tmp_path / "bad_out", bad)
+
+
+def test_predict_file_of_labelled_data_carries_gold_and_metrics(brussels_model_dir, tmp_path, capsys):
+    records = [
+        {"context": "Peter visited Brussels on Monday .", "span_posLabel": {"2;2": "LOC", "0;0": "PER"}},
+        {"context": "Brussels and Paris", "span_posLabel": {"2;2": "LOC"}},
+    ]
+    results = predict_only(brussels_model_dir, tmp_path / "out", Path(write_json(tmp_path / "test.json", records)))
+    assert results["predict_file_span_precision"] == pytest.approx(0.5)
+    assert results["predict_file_span_recall"] == pytest.approx(1 / 3)
+    assert "span F1" in capsys.readouterr().out
+    first, second = read_predictions(tmp_path / "out")
+    assert [(e["text"], e["start"], e["end"], e["word_start"]) for e in first["entities"]] == [("Brussels", 14, 22, 2)]
+    gold = [(e["text"], e["label"], e["start"]) for e in first["gold"]]
+    assert gold == [("Peter", "PER", 0), ("Brussels", "LOC", 14)]
+    assert "score" not in first["gold"][0]
+    assert [e["text"] for e in second["gold"]] == ["Paris"]
+
+
+def test_predict_file_needs_do_predict(brussels_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="--predict_file is predicted under --do_predict"):
+        run_xner.main(["--model_name_or_path", str(brussels_model_dir), "--output_dir", str(tmp_path),
+                       "--predict_file", str(tmp_path / "x.txt")])  # fmt: skip
+
+
+def test_predict_file_replaces_the_target_test_file_under_do_predict(brussels_model_dir, data_files, tmp_path):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("Brussels\n", encoding="utf-8")
+    results = run_xner.main(
+        ["--model_name_or_path", str(brussels_model_dir), "--output_dir", str(tmp_path / "out"), "--do_predict",
+         "--predict_file", str(texts), "--target_test_file", data_files["target_test_file"], "--use_cpu",
+         "--report_to", "none", "--disable_tqdm", "true"]
+    )  # fmt: skip
+    assert not any(key.startswith("predict_target_test") for key in results)
+    assert [record["text"] for record in read_predictions(tmp_path / "out")] == ["Brussels"]

@@ -128,3 +128,12 @@ def test_evaluate_model_uses_gold_spans_of_unlabeled_data(tiny_encoder_dir):
     assert evaluate_model(model, unlabeled)[0] == metrics
     legacy, _ = evaluate_model(model, labelled, decoding="none")
     assert legacy["span_precision"] < metrics["span_precision"]
+
+
+def test_evaluate_model_progress_bar_is_an_option(tiny_encoder_dir, capsys):
+    model = MaralForSpanNER.from_encoder(str(tiny_encoder_dir), labels=LABELS)
+    dataset = load_spans([{"context": "Peter visited Brussels", "span_posLabel": {}}] * 3, labels=LABELS)
+    quiet, _ = evaluate_model(model, dataset, batch_size=1)
+    assert "Predicting" not in capsys.readouterr().err
+    shown, _ = evaluate_model(model, dataset, batch_size=1, show_progress_bar=True)
+    assert "Predicting" in capsys.readouterr().err and shown == quiet

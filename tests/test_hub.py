@@ -38,6 +38,7 @@ PUBLISHED_FILES = {
     "config.json",
     "model.safetensors",
     "modeling_maral.py",
+    "pipeline_maral.py",
     "tokenizer.json",
     "tokenizer_config.json",
 }
@@ -211,6 +212,37 @@ def test_load_by_repo_id_where_the_project_is_not_installed(output_dir, hub, loc
     assert result["module"] != "modeling_maral" and result["module"].endswith("modeling_maral")  # the Hub's copy
     assert_same_entities(result["predictions"], local_predictions)
     assert downloaded(hub, MODEL_REPO, "modeling_maral.py")
+
+
+BLOCKED_PIPELINE_SCRIPT = WITHOUT_PROJECT_PREAMBLE + textwrap.dedent(
+    """
+    import torch
+    from transformers import pipeline
+    torch.set_num_threads(1)
+    results = {}
+    for task in ("maral-ner", "token-classification"):
+        ner = pipeline(task, model=sys.argv[2], trust_remote_code=True)
+        results[task] = {"pipeline": type(ner).__module__, "model": type(ner.model).__module__,
+                         "predictions": ner(json.loads(sys.argv[3]))}
+    print(json.dumps(results))
+    """
+)
+
+
+def test_stock_pipeline_by_repo_id_where_only_transformers_is_installed(output_dir, hub, local_predictions, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    args = ["-c", BLOCKED_PIPELINE_SCRIPT, str(REPO_ROOT), MODEL_REPO, json.dumps(PREDICT_TEXTS)]
+    completed = run_client(hub, tmp_path / "hf_home", args, cwd=elsewhere)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    results = json.loads(completed.stdout.strip().splitlines()[-1])
+    for task, result in results.items():
+        assert result["pipeline"] != "pipeline_maral" and result["pipeline"].endswith("pipeline_maral"), task
+        assert result["model"] != "modeling_maral" and result["model"].endswith("modeling_maral"), task
+        assert_same_entities(result["predictions"], local_predictions)
+    assert downloaded(hub, MODEL_REPO, "pipeline_maral.py")
+    metadata = front_matter(hub.files(MODEL_REPO)["README.md"].decode("utf-8"))
+    assert metadata["pipeline_tag"] in results and metadata["library_name"] == "transformers"
 
 
 def test_load_by_repo_id_without_remote_code_where_the_project_is_installed(pushed_run, hub, local_predictions):

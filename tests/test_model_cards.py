@@ -139,6 +139,20 @@ def metadata_of(text: str) -> dict:
     return yaml.safe_load(text.split("---\n")[1])
 
 
+def test_pipeline_tag_only_where_config_declares_the_pipeline(model_dir, run_info, tmp_path):
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    assert config["custom_pipelines"]["token-classification"]["impl"] == "pipeline_maral.MaralNERPipeline"
+    assert (model_dir / "pipeline_maral.py").is_file()
+    folder = tmp_path / "without_pipeline"
+    folder.mkdir()
+    for name in ("all_results.json", "model.safetensors"):
+        (folder / name).write_bytes((model_dir / name).read_bytes())
+    del config["custom_pipelines"]
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    metadata = metadata_of(str(build_model_card(folder, run_info)))
+    assert "pipeline_tag" not in metadata and metadata["library_name"] == "transformers"
+
+
 def test_yaml_header(card_text):
     metadata = metadata_of(card_text)
     assert metadata["language"] == ["en", "de"]
@@ -270,8 +284,8 @@ def test_model_files_select_what_the_hub_page_needs(model_dir, tmp_path):
         (model_dir / "README.md").unlink()
         (model_dir / "training_args.bin").unlink()
     assert names == sorted(
-        ["README.md", "all_results.json", "config.json", "model.safetensors", "modeling_maral.py", "tokenizer.json",
-         "tokenizer_config.json"]
+        ["README.md", "all_results.json", "config.json", "model.safetensors", "modeling_maral.py", "pipeline_maral.py",
+         "tokenizer.json", "tokenizer_config.json"]
     )  # fmt: skip
     with pytest.raises(FileNotFoundError, match="README.md"):
         model_files(model_dir)

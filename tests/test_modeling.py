@@ -658,28 +658,26 @@ def test_predict_threshold(per_model):
     assert per_model.predict("Angela Merkel visited Paris .", decoding="none", threshold=score + 1e-6) == []
 
 
-def test_predict_rejects_empty_and_bad_inputs(per_model):
-    with pytest.raises(ValueError, match=r"inputs\[0\]"):
-        per_model.predict("")
-    with pytest.raises(ValueError, match=r"inputs\[1\]"):
-        per_model.predict(["Angela Merkel", "   "])
+def test_predict_gives_empty_texts_no_entities_and_rejects_bad_inputs(per_model):
+    assert per_model.predict("") == [] and per_model.predict(["Angela Merkel", "   "])[1] == []
     with pytest.raises(ValueError, match=r"inputs\[0\]"):
         per_model.predict([["Angela", "New York"]])
+    with pytest.raises(ValueError, match=r"inputs\[1\]"):
+        per_model.predict([["Angela"], ["", "Merkel"]])
     with pytest.raises(TypeError):
         per_model.predict(42)
 
 
-def test_predict_over_long_text_needs_allow_truncation(per_model):
+def test_predict_reads_a_text_longer_than_max_seq_length_in_windows(per_model):
     per_model.config.max_seq_length = 12
     long_text = " ".join(["Peter Blackburn visited Brussels on Monday ."] * 3)
     words, _ = split_into_words(long_text)
-    with pytest.raises(ValueError, match=r"inputs\[1\].*max_seq_length=12"):
-        per_model.predict(["Paris", long_text])
-    entities = per_model.predict(long_text, decoding="none", allow_truncation=True)
     (features,) = featurize_words(per_model.tokenizer, [words], 4, 12)
-    assert 0 < features.first_unread_word < len(words)
-    assert entities
-    assert max(entity["word_end"] for entity in entities) == features.first_unread_word - 1
+    assert 0 < features.first_unread_word < len(words)  # one window would not read the whole text
+    entities = per_model.predict(["Paris", long_text], decoding="none")[1]
+    # every span of the text, once (spans in the overlap of two windows too)
+    spans = [(entity["word_start"], entity["word_end"]) for entity in entities]
+    assert spans == [tuple(span) for span in enumerate_spans(len(words), 4).tolist()]
     for entity in entities:
         assert entity["text"] == long_text[entity["start"] : entity["end"]]
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from transformers import pipeline
@@ -59,3 +61,19 @@ def test_pipeline_from_a_model_instance(model):
 def test_pipeline_rejects_unknown_options(ner):
     with pytest.raises(TypeError, match="aggregation_strategy"):
         ner(TEXTS[0], aggregation_strategy="simple")
+
+
+def test_pipeline_reads_long_texts_in_windows_like_predict(ner, model):
+    long_text = " ".join(TEXTS * 12)
+    assert len(model.tokenizer(long_text)["input_ids"]) > model.config.max_seq_length
+    entities = ner(long_text, decoding="none")
+    assert entities == model.predict(long_text, decoding="none")
+    assert max(entity["end"] for entity in entities) > len(long_text) - 5  # the end of the text is read
+    assert ner([long_text, ""], stride=0, show_progress_bar=False) == [model.predict(long_text, stride=0), []]
+
+
+def test_installed_pipeline_is_used_although_config_declares_the_uploaded_one(model_dir):
+    declared = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))["custom_pipelines"]
+    assert set(declared) == {"maral-ner", "token-classification"}
+    config = MaralForSpanNER.config_class.from_pretrained(model_dir)
+    assert set(config.custom_pipelines) == {"token-classification"}  # "maral-ner" is served by this process

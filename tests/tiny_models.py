@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -41,14 +42,14 @@ TINY_TARGET_RECORDS = [
 ]
 
 
-def build_tiny_wordpiece_tokenizer() -> PreTrainedTokenizerFast:
+def build_tiny_wordpiece_tokenizer(text: Sequence[str] = TRAINING_TEXT) -> PreTrainedTokenizerFast:
     """A BERT-style WordPiece tokenizer trained on a few sentences (vocabulary ~300)."""
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=False)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     trainer = trainers.WordPieceTrainer(vocab_size=300, special_tokens=special)
-    tokenizer.train_from_iterator(TRAINING_TEXT, trainer=trainer)
+    tokenizer.train_from_iterator(text, trainer=trainer)
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
@@ -110,6 +111,69 @@ def build_tiny_encoder_dir(directory: Path, seed: int = 0) -> Path:
     return Path(directory)
 
 
+# The span classifier of `build_span_marking_model` fires when the start state's dimension 0 and the end state's
+# dimension 1 add up to more than this; a marked subword's state has ~5.6 there (~3.9 on both for a subword that
+# marks both ends), any other subword's at most ~0.6.
+MARKING_THRESHOLD = 7.0
+
+
+def subword_ends(tokenizer, words: list[str]) -> tuple[str, str]:
+    """The first and the last subword of `words` (as `predict` tokenizes them)."""
+    pieces = tokenizer.convert_ids_to_tokens(
+        tokenizer(words, is_split_into_words=True, add_special_tokens=False)["input_ids"]
+    )
+    return pieces[0], pieces[-1]
+
+
+def build_span_marking_model(tokenizer, words: list[str], label: str, max_seq_length: int = 128):
+    """A tiny MARAL model that labels `label` (score ~1) every span that starts with the first subword of `words` and
+    ends with their last subword, and `O` every other span, wherever it stands.
+
+    The encoder passes its inputs through (zero attention and feed-forward outputs, position and token-type
+    embeddings), so a subword's state is its normalised word embedding, the same in any context and any window.
+    The first subword's embedding points along dimension 0, the last one's along dimension 1 (no other embedding
+    has a component there), and the span classifier thresholds the sum of those two dimensions of the span's start
+    and end states.
+    """
+    from modeling_maral import MaralConfig, MaralForSpanNER
+
+    config = MaralConfig(
+        encoder_config=tiny_bert_config(len(tokenizer)),
+        labels=list(TINY_LABELS),
+        max_seq_length=max_seq_length,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = MaralForSpanNER(config).eval()
+    model.set_tokenizer(tokenizer)
+    first, last = tokenizer.convert_tokens_to_ids(list(subword_ends(tokenizer, words)))
+    hidden = config.encoder_config.hidden_size
+    encoder = model.encoder
+    with torch.no_grad():
+        embeddings = encoder.embeddings
+        embeddings.position_embeddings.weight.zero_()
+        embeddings.token_type_embeddings.weight.zero_()
+        embeddings.word_embeddings.weight[:, :2] = 0.0
+        embeddings.word_embeddings.weight[[first, last]] = 0.0
+        embeddings.word_embeddings.weight[first, 0] = 10.0
+        embeddings.word_embeddings.weight[last, 1] = 10.0
+        for layer in encoder.encoder.layer:
+            for dense in (layer.attention.output.dense, layer.output.dense):
+                dense.weight.zero_()
+                dense.bias.zero_()
+        classifier = model.span_classifier
+        classifier.dense.weight.zero_()
+        classifier.dense.bias.zero_()
+        classifier.dense.weight[0, 0] = 1.0  # start state, dimension 0
+        classifier.dense.weight[0, hidden + 1] = 1.0  # end state, dimension 1
+        classifier.dense.bias[0] = -MARKING_THRESHOLD
+        classifier.output.weight.zero_()
+        classifier.output.weight[config.label2id[label], 0] = 20.0
+        classifier.output.bias.zero_()
+        classifier.output.bias[0] = 1.0
+    return model
+
+
 # Modules of this project; a script run with `WITHOUT_PROJECT_PREAMBLE` cannot import any of them.
 PROJECT_MODULES = (
     "modeling_maral",
@@ -119,6 +183,8 @@ PROJECT_MODULES = (
     "objectives",
     "evaluation_maral",
     "pipeline_maral",
+    "onnx_maral",
+    "prediction_io",
     "run_xner",
     "data_loading",
     "model_cards",
