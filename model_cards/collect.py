@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modeling_maral import MaralConfig
 from output_layout import (
     ALL_RESULTS_FILE,
     PREDICTIONS_FILE,
@@ -181,7 +182,7 @@ def hub_base_model(model_name_or_path: str | None) -> str | None:
     if path.exists():
         marker = read_json(path / "conversion.json", {}) or {}
         config = read_json(path / "config.json", {}) or {}
-        if config.get("model_type") == "maral":
+        if config.get("model_type") == MaralConfig.model_type:
             return None
         for candidate in (str(marker.get("model", "")).split(" ")[0], config.get("_name_or_path", "")):
             if candidate and "/" in candidate and HUB_ID_PATTERN.match(candidate) and not Path(candidate).exists():
