@@ -17,6 +17,8 @@ from tests.tiny_models import TINY_LABELS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-4
+# Large values (vMF concentrations κ ~ 100) differ by float summation order between 1 and 2 processes.
+RELATIVE_TOLERANCE = 1e-5
 # Every sentence has six words, so every process scores as many spans as any other and per-process loss means
 # average to the global mean.
 SOURCE = [
@@ -96,7 +98,7 @@ def assert_close(expected: torch.Tensor, actual: torch.Tensor, name: str) -> Non
     if expected.dtype == torch.bool or not expected.is_floating_point():
         assert torch.equal(expected, actual), name
     else:
-        assert torch.allclose(expected.double(), actual.double(), atol=TOLERANCE, rtol=0), name
+        assert torch.allclose(expected.double(), actual.double(), atol=TOLERANCE, rtol=RELATIVE_TOLERANCE), name
 
 
 @pytest.mark.parametrize("stage", ["teacher", "rounds/round_1"])
