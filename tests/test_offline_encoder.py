@@ -191,7 +191,7 @@ def reference_tokenizer_path() -> Path:
     try:
         path = importlib.resources.files("semantra_multilingual") / REFERENCE_TOKENIZER
     except ImportError:
-        pytest.fail(f"The reference tokenizer package is missing. Install it with: {REFERENCE_HINT}")
+        pytest.skip(f"The reference tokenizer package is missing. Install it with: {REFERENCE_HINT}")
     if not path.is_file():
         pytest.fail(f"{path} is missing. Reinstall the reference with: {REFERENCE_HINT}")
     return Path(str(path))
