@@ -22,9 +22,14 @@ Protocols (`--protocol`):
 * `cpu` (default): per seed k, `random.Random` streams derived from k and the role draw 2,000 source training
   sentences, 1,000 source dev sentences and 2,000 unlabelled target sentences (without replacement, in file order,
   `-DOCSTART-` dropped first); the target test set is always complete. The samples are written to
-  `outputs/benchmarks/<dataset>/data_seed<k>/`. The budget is the one of `conll_en_de.py`: offline
-  multilingual-e5-small with frozen word embeddings on the CPU, teacher (`source_only`) 2 epochs, students 2
-  epochs on top of that teacher.
+  `outputs/benchmarks/<dataset>/data_seed<k>/`. The budget is the first round's: offline multilingual-e5-small
+  with frozen word embeddings on the CPU, encoder learning rate 5e-5, heads 1e-3, batch 8, teacher (`source_only`)
+  2 epochs, students 2 epochs on top of that teacher.
+* `first_n`: the first round's setting (the README's first table, seed 42): the budget of `cpu` on the first
+  2,000 / 1,000 / 2,000 sentences of each file (in file order, `-DOCSTART-` not counted), the same sample for
+  every seed, which then only seeds the run; everything under `first_n/`. A sample in file order keeps the file's
+  `-DOCSTART-` lines, which `run_xner.py` drops, so it trains on the sentences, and sentence ids, that
+  `--max_train_samples 2000 --max_eval_samples 1000 --max_unlabeled_samples 2000` give on the original files.
 * `gpu`: the paper's budget on one CUDA device: full data (no sampling), teacher 8 epochs, students 20,
   per-device batch 8 x gradient accumulation 4, learning rate 2e-5 (one rate for all parameters), 50 warm-up
   steps, bf16, no frozen embeddings; everything under `gpu/` in the output and result folders.
@@ -43,6 +48,7 @@ unless `--force`.
     python benchmarks/matrix.py --dataset wikiann_zh --method maral --seed 1
     python benchmarks/matrix.py --dataset conll_de --method maral --seed 1 --name maral_teacher_init -- \\
         --student_init teacher
+    python benchmarks/matrix.py --protocol first_n --dataset conll_de --method source_only --seed 42
 
 The queue runs the issue's cells (`PLAN`: teachers first, then self_training and contproto, pram, mcl, and maral
 last), each in its own process (`OMP_NUM_THREADS=1`, log in `outputs/benchmarks/logs/`). A worker takes a cell
@@ -106,8 +112,8 @@ TEACHER_EPOCHS = 2
 STUDENT_EPOCHS = 2
 # With two student epochs, MARAL's margins start after epoch 0 and anchors/refinement in epoch 1.
 STUDENT_SETTINGS = {"update_soft_start": 0}
-# The budget of `conll_en_de.py` (its seed is replaced by the cell's). New span heads on a pretrained encoder need
-# a larger rate than the encoder with this small budget.
+# The budget of the first round (its seed, 42 there, is the cell's). New span heads on a pretrained encoder need a
+# larger rate than the encoder with this small budget.
 BUDGET = {
     "learning_rate": 5e-5,
     "head_learning_rate": 1e-3,
@@ -127,6 +133,8 @@ GPU_BUDGET = {
     "per_device_eval_batch_size": 64,
     "mlm_weight": 0.001,
 }
+CPU_SAMPLE_SIZES = {"source_train": 2000, "source_dev": 1000, "target_unlabeled": 2000, "target_test": None}
+CPU_DEVICE_FLAGS = ("--freeze_word_embeddings", "--use_cpu")
 SMOKE_SAMPLE_SIZES = {"source_train": 12, "source_dev": 6, "target_unlabeled": 12, "target_test": 6}
 
 
@@ -135,7 +143,7 @@ class Protocol:
     """How a cell is run: data sample, epochs, optimisation budget and device.
 
     Attributes:
-        name: `cpu` or `gpu`.
+        name: `cpu`, `first_n` or `gpu`.
         sample_sizes: Sentences per role; `None` keeps the whole file.
         random_sample: Draw the sentences at random (seeded by the cell's seed) instead of taking the first ones.
         teacher_epochs: Epochs of `source_only`.
@@ -158,20 +166,17 @@ class Protocol:
 
     @property
     def subdir(self) -> Path:
-        """Folder of this protocol under the output and result roots (empty for the CPU protocol)."""
-        return Path("gpu" if self.name == "gpu" else "", "smoke" if self.smoke else "")
+        """Folder of this protocol under the output and result roots (its name; none for the `cpu` protocol)."""
+        return Path("" if self.name == "cpu" else self.name, "smoke" if self.smoke else "")
 
 
 PROTOCOLS = {
     "cpu": Protocol(
-        "cpu",
-        {"source_train": 2000, "source_dev": 1000, "target_unlabeled": 2000, "target_test": None},
-        True,
-        TEACHER_EPOCHS,
-        STUDENT_EPOCHS,
-        BUDGET,
-        STUDENT_SETTINGS,
-        ("--freeze_word_embeddings", "--use_cpu"),
+        "cpu", CPU_SAMPLE_SIZES, True, TEACHER_EPOCHS, STUDENT_EPOCHS, BUDGET, STUDENT_SETTINGS, CPU_DEVICE_FLAGS
+    ),
+    # The first round (the retired `benchmarks/conll_en_de.py`): the same budget on the first sentences of each file.
+    "first_n": Protocol(
+        "first_n", CPU_SAMPLE_SIZES, False, TEACHER_EPOCHS, STUDENT_EPOCHS, BUDGET, STUDENT_SETTINGS, CPU_DEVICE_FLAGS
     ),
     "gpu": Protocol("gpu", dict.fromkeys(ROLES), False, 8, 20, GPU_BUDGET, {}, ("--bf16",)),
 }
@@ -183,7 +188,7 @@ def resolve_protocol(
     """The protocol `name`, made tiny by `smoke`, with `sample_sizes` replacing some of its sizes.
 
     Args:
-        name: `cpu` or `gpu`.
+        name: `cpu`, `first_n` or `gpu`.
         smoke: First few sentences of each file and 1 + 1 epochs; a `gpu` smoke run without CUDA uses the CPU.
         sample_sizes: Sentences per role (`None`: the whole file) that replace the protocol's.
         cuda: Whether a CUDA device is available (default: ask torch).

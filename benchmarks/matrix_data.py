@@ -13,7 +13,7 @@ from typing import Any
 
 from data_loading import write_span_json
 from data_loading.dataset import _write_atomically
-from data_loading.readers import iter_records
+from data_loading.readers import DOCSTART, iter_records
 from data_loading.tag_schemes import tags_to_spans
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -77,8 +77,9 @@ DATASETS: dict[str, DatasetSpec] = {
 Sentence = dict[str, Any]
 """`{"tokens": [...], "spans": [{"start", "end", "label"}, ...]}` (end inclusive), the in-memory record shape."""
 
-DATA_VERSION = 1
-"""Bump when the preparation changes, so that prepared folders are written again."""
+DATA_VERSION = 2
+"""Bump when the preparation changes, so that prepared folders are written again (2: samples in file order keep the
+file's `-DOCSTART-` separators; random samples are written as before)."""
 
 
 def read_token_tag_sentences(path: Path) -> Iterator[tuple[list[str], list[str]]]:
@@ -123,23 +124,29 @@ def span_sentence(tokens: list[str], spans: Iterable[tuple[int, int, str]]) -> S
     return {"tokens": tokens, "spans": [{"start": start, "end": end, "label": label} for start, end, label in spans]}
 
 
-def read_sentences(path: Path, spec: DatasetSpec) -> list[Sentence]:
-    """The sentences of one data file, `-DOCSTART-` separators dropped.
+def is_separator(sentence: Sentence) -> bool:
+    """Whether a record is a `-DOCSTART-` document separator (one word `-DOCSTART-`), not a sentence."""
+    return sentence["tokens"] == [DOCSTART]
+
+
+def read_records(path: Path, spec: DatasetSpec) -> list[Sentence]:
+    """Every record of one data file in file order, `-DOCSTART-` separators included (see `is_separator`).
 
     Args:
         path: A span JSON file or a WikiANN `token<TAB>tag` file.
         spec: The dataset (format and space marker).
     """
     if spec.file_format == "span_json":
-        return [span_sentence(record.tokens, record.spans) for record in iter_records(path) if not record.is_docstart]
-    sentences = []
+        return [span_sentence(record.tokens, record.spans) for record in iter_records(path)]
+    records = []
     for tokens, tags in read_token_tag_sentences(path):
-        if tokens == ["-DOCSTART-"]:
+        if tokens == [DOCSTART]:
+            records.append(span_sentence(tokens, []))
             continue
         if spec.space_marker is not None:
             tags = join_names_across_space_markers(tokens, tags, spec.space_marker)
-        sentences.append(span_sentence(tokens, tags_to_spans(tags)))
-    return sentences
+        records.append(span_sentence(tokens, tags_to_spans(tags)))
+    return records
 
 
 def sample_indices(available: int, size: int | None, seed: int, role: str, random_sample: bool = True) -> list[int]:
@@ -158,6 +165,27 @@ def sample_indices(available: int, size: int | None, seed: int, role: str, rando
     if not random_sample:
         return list(range(size))
     return sorted(random.Random(f"{seed}/{role}").sample(range(available), size))
+
+
+def sample_records(
+    records: Sequence[Sentence], size: int | None, seed: int, role: str, random_sample: bool = True
+) -> tuple[list[Sentence], int]:
+    """The records of a role's sample file and the number of sentences among them.
+
+    Sentences are counted without the `-DOCSTART-` separators. A random sample holds its sentences only (a cell's
+    `sentence_id`s then count them from 0). A sample in file order holds the file's records up to its last sentence,
+    separators included: `load_spans` drops them again and numbers the sentences by their record in the file, so
+    `run_xner.py` sees the same sentences under the same `sentence_id`s as with `--max_*_samples` on the file itself.
+
+    Args:
+        records: Every record of the file (`read_records`).
+        size, seed, role, random_sample: As in `sample_indices`.
+    """
+    positions = [index for index, record in enumerate(records) if not is_separator(record)]
+    chosen = sample_indices(len(positions), size, seed, role, random_sample)
+    if random_sample:
+        return [records[positions[index]] for index in chosen], len(chosen)
+    return list(records[: positions[chosen[-1]] + 1] if chosen else []), len(chosen)
 
 
 def data_manifest(
@@ -208,10 +236,9 @@ def prepare_data(
             return files, written["sentences"]
     counts = {}
     for role in ROLES:
-        sentences = read_sentences(data_root / spec.files[role], spec)
-        chosen = sample_indices(len(sentences), manifest["sample_sizes"][role], seed, role, random_sample)
-        write_span_json([sentences[index] for index in chosen], files[role], spec.labels, overwrite=True)
-        counts[role] = len(chosen)
+        records = read_records(data_root / spec.files[role], spec)
+        sample, counts[role] = sample_records(records, manifest["sample_sizes"][role], seed, role, random_sample)
+        write_span_json(sample, files[role], spec.labels, overwrite=True)
     write_json_atomically(manifest_file, {**manifest, "sentences": counts})
     return files, counts
 

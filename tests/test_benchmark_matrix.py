@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -131,6 +132,48 @@ def test_wikiann_markup_and_bracket_first_words_read_as_written(data_root, tmp_p
     assert source["tokens"][:4] == [[token for token, _ in sentence] for sentence in EN_SENTENCES[:4]]
     assert spans_of(files["source_train"], labels)[1:4] == [[(2, 3, "PER")], [], [(1, 1, "ORG")]]
     assert json.loads((tmp_path / "ar" / "manifest.json").read_text())["sentences"]["source_train"] == 8
+
+
+DOCSTART_RECORD = {"context": "-DOCSTART-", "span_posLabel": {}}
+
+
+def test_first_n_takes_the_first_sentences_in_file_order_whatever_the_seed(tmp_path):
+    # -DOCSTART- first and between documents, as in the CoNLL files.
+    records = [DOCSTART_RECORD, *TINY_SOURCE_RECORDS[:2], DOCSTART_RECORD, *TINY_SOURCE_RECORDS[2:]]
+    conll = tmp_path / "data" / "conll03_en_de"
+    conll.mkdir(parents=True)
+    for suffix in ("train", "dev", "unlabel", "test"):
+        (conll / f"spanner.{suffix}").write_text(json.dumps(records), encoding="utf-8")
+    sizes = {"source_train": 3, "source_dev": 2, "target_unlabeled": 4}
+    protocol = matrix.resolve_protocol("first_n", sample_sizes=sizes)
+    assert not protocol.random_sample and protocol.subdir == Path("first_n")
+    one, counts = prepare("conll_de", tmp_path / "data", tmp_path / "seed1", 1, protocol)
+    two, _ = prepare("conll_de", tmp_path / "data", tmp_path / "seed2", 2, protocol)
+    assert counts == {**sizes, "target_test": len(TINY_SOURCE_RECORDS)}
+    labels = matrix_data.DATASETS["conll_de"].labels
+    for role, path in one.items():
+        assert path.read_bytes() == two[role].read_bytes()  # the same sample for every seed
+        unlabeled = role == "target_unlabeled"
+        sample = load_spans(path, labels=labels, unlabeled=unlabeled)
+        size = sizes.get(role, len(TINY_SOURCE_RECORDS))
+        assert sample["tokens"] == [record["context"].split() for record in TINY_SOURCE_RECORDS[:size]]
+        # what run_xner's --max_*_samples keeps of the file itself, sentence ids (record indices) included
+        original = load_spans(conll / "spanner.train", labels=labels, unlabeled=unlabeled, max_samples=size)
+        assert sample.to_dict() == original.to_dict()
+    assert load_spans(one["source_train"], labels=labels)["sentence_id"] == [1, 2, 4]
+
+
+def test_first_n_protocol_is_the_cpu_budget_without_random_sampling(tmp_path):
+    cpu, first_n = matrix.resolve_protocol("cpu"), matrix.resolve_protocol("first_n")
+    assert first_n == dataclasses.replace(cpu, name="first_n", random_sample=False)
+    layout = matrix.Layout.for_protocol(tmp_path / "out", tmp_path / "results", first_n)
+    cell = matrix.Cell("conll_de", "source_only", 42)
+    files = {role: tmp_path / f"{role}.json" for role in matrix_data.ROLES}
+    argv = matrix.build_argv(cell, first_n, Path("enc"), files, layout)
+    assert layout.result_file(cell) == tmp_path / "results" / "first_n" / "conll_de" / "source_only_seed42.json"
+    expected = ["--seed=42", "--num_train_epochs=2", "--learning_rate=5e-05", "--head_learning_rate=0.001"]
+    expected += ["--per_device_train_batch_size=8", "--freeze_word_embeddings", "--use_cpu", "--do_eval"]
+    assert set(expected) <= set(argv)
 
 
 # ----------------------------------------------------------------------------------------------------------------
