@@ -174,7 +174,7 @@ PROTOCOLS = {
     "cpu": Protocol(
         "cpu", CPU_SAMPLE_SIZES, True, TEACHER_EPOCHS, STUDENT_EPOCHS, BUDGET, STUDENT_SETTINGS, CPU_DEVICE_FLAGS
     ),
-    # The first round (the retired `benchmarks/conll_en_de.py`): the same budget on the first sentences of each file.
+    # The first round (the README's first table): the same budget on the first sentences of each file.
     "first_n": Protocol(
         "first_n", CPU_SAMPLE_SIZES, False, TEACHER_EPOCHS, STUDENT_EPOCHS, BUDGET, STUDENT_SETTINGS, CPU_DEVICE_FLAGS
     ),
