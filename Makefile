@@ -37,7 +37,7 @@ test: lint
 	$(TEST_ENV) $(PY) -m pytest -q tests
 
 benchmark: encoder
-	$(TEST_ENV) OMP_NUM_THREADS=$(THREADS) $(PY) benchmarks/conll_en_de.py --method source_only
+	$(TEST_ENV) OMP_NUM_THREADS=$(THREADS) $(PY) benchmarks/matrix.py --protocol first_n --dataset conll_de --method source_only --seed 42
 
 clean:
 	rm -rf $(VENV) build *.egg-info outputs

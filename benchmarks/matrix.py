@@ -22,9 +22,14 @@ Protocols (`--protocol`):
 * `cpu` (default): per seed k, `random.Random` streams derived from k and the role draw 2,000 source training
   sentences, 1,000 source dev sentences and 2,000 unlabelled target sentences (without replacement, in file order,
   `-DOCSTART-` dropped first); the target test set is always complete. The samples are written to
-  `outputs/benchmarks/<dataset>/data_seed<k>/`. The budget is the one of `conll_en_de.py`: offline
-  multilingual-e5-small with frozen word embeddings on the CPU, teacher (`source_only`) 2 epochs, students 2
-  epochs on top of that teacher.
+  `outputs/benchmarks/<dataset>/data_seed<k>/`. The budget is the first round's: offline multilingual-e5-small
+  with frozen word embeddings on the CPU, encoder learning rate 5e-5, heads 1e-3, batch 8, teacher (`source_only`)
+  2 epochs, students 2 epochs on top of that teacher.
+* `first_n`: the first round's setting (the README's first table, seed 42): the budget of `cpu` on the first
+  2,000 / 1,000 / 2,000 sentences of each file (in file order, `-DOCSTART-` not counted), the same sample for
+  every seed, which then only seeds the run; everything under `first_n/`. A sample in file order keeps the file's
+  `-DOCSTART-` lines, which `run_xner.py` drops, so it trains on the sentences, and sentence ids, that
+  `--max_train_samples 2000 --max_eval_samples 1000 --max_unlabeled_samples 2000` give on the original files.
 * `gpu`: the paper's budget on one CUDA device: full data (no sampling), teacher 8 epochs, students 20,
   per-device batch 8 x gradient accumulation 4, learning rate 2e-5 (one rate for all parameters), 50 warm-up
   steps, bf16, no frozen embeddings; everything under `gpu/` in the output and result folders.
@@ -43,6 +48,7 @@ unless `--force`.
     python benchmarks/matrix.py --dataset wikiann_zh --method maral --seed 1
     python benchmarks/matrix.py --dataset conll_de --method maral --seed 1 --name maral_teacher_init -- \\
         --student_init teacher
+    python benchmarks/matrix.py --protocol first_n --dataset conll_de --method source_only --seed 42
 
 The queue runs the issue's cells (`PLAN`: teachers first, then self_training and contproto, pram, mcl, and maral
 last), each in its own process (`OMP_NUM_THREADS=1`, log in `outputs/benchmarks/logs/`). A worker takes a cell
@@ -54,36 +60,33 @@ cell. A failed cell is recorded under `failed/` and not retried unless `--retry_
     nohup python benchmarks/matrix.py --queue --worker_id 1 > outputs/benchmarks/worker1.log 2>&1 &
     python benchmarks/matrix.py --queue --dry_run            # the plan and each cell's status
     python benchmarks/matrix.py --queue --protocol gpu       # the whole matrix on one CUDA device
+
+This file holds the protocols, cells and their folders, the run_xner.py flags of a cell, its result record and the
+command line; `benchmarks/matrix_data.py` the datasets, their reading, sampling and preparation, and
+`benchmarks/matrix_queue.py` the claims, statuses and workers of the queue.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
-import fcntl
 import hashlib
 import json
-import os
 import platform
-import random
 import resource
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT))  # run as a script: the project's modules and the `benchmarks` package
 
 import run_xner  # noqa: E402
-from data_loading import write_span_json  # noqa: E402
-from data_loading.dataset import _write_atomically  # noqa: E402
-from data_loading.readers import iter_records  # noqa: E402
-from data_loading.tag_schemes import tags_to_spans  # noqa: E402
+from benchmarks.matrix_data import DATASETS, ROLES, prepare_data, write_json_atomically  # noqa: E402
+from benchmarks.matrix_queue import CellCommand, print_plan, run_queue  # noqa: E402
 from trainer_maral import METHODS, OBJECTIVES  # noqa: E402
 
 DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
@@ -92,66 +95,14 @@ DEFAULT_OUTPUT_DIR = REPO_ROOT / "outputs" / "benchmarks"
 DEFAULT_RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 TEACHER_METHOD = "source_only"
 
-# ---------------------------------------------------------------------------------------------------------------
-# Datasets
-# ---------------------------------------------------------------------------------------------------------------
-
-ROLES = ("source_train", "source_dev", "target_unlabeled", "target_test")
-"""The four data files of a cell, in the order of `run_xner.py`'s flags."""
-
 RUN_XNER_FILE_FLAGS = {
     "source_train": "source_train_file",
     "source_dev": "source_validation_file",
     "target_unlabeled": "target_unlabeled_file",
     "target_test": "target_test_file",
 }
+"""The run_xner.py flag of each role's file."""
 
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """One source -> target language pair.
-
-    Attributes:
-        files: Path of each role's file, relative to the data root.
-        file_format: `span_json` (the project's format) or `wikiann` (`token<TAB>tag` lines, IOB2).
-        labels: The label list, `O` first.
-        target_language: ISO code of the target language (the source is English).
-        max_span_width: Longest span in words.
-        space_marker: Token that stands for a space (WikiANN zh's `#`); inside a name it takes the name's tag.
-    """
-
-    files: Mapping[str, str]
-    file_format: str
-    labels: tuple[str, ...]
-    target_language: str
-    max_span_width: int = 4
-    space_marker: str | None = None
-
-
-def wikiann(language: str, max_span_width: int = 4, space_marker: str | None = None) -> DatasetSpec:
-    """WikiANN English -> `language`: English train/dev, the target's train as unlabelled text, its full test."""
-    files = {
-        "source_train": "wikiann/en/train.txt",
-        "source_dev": "wikiann/en/dev.txt",
-        "target_unlabeled": f"wikiann/{language}/train.txt",
-        "target_test": f"wikiann/{language}/test.txt",
-    }
-    return DatasetSpec(files, "wikiann", ("O", "LOC", "ORG", "PER"), language, max_span_width, space_marker)
-
-
-DATASETS: dict[str, DatasetSpec] = {
-    "conll_de": DatasetSpec(
-        {role: f"conll03_en_de/spanner.{suffix}" for role, suffix in zip(ROLES, ("train", "dev", "unlabel", "test"))},
-        "span_json",
-        ("O", "LOC", "MISC", "ORG", "PER"),
-        "de",
-    ),
-    "wikiann_de": wikiann("de"),
-    "wikiann_ar": wikiann("ar"),
-    "wikiann_hi": wikiann("hi"),
-    # Characters are the words of WikiANN zh: ~2 characters per word x 4 words (a priori, not tuned).
-    "wikiann_zh": wikiann("zh", max_span_width=8, space_marker="#"),
-}
 
 # ---------------------------------------------------------------------------------------------------------------
 # Protocols
@@ -161,8 +112,8 @@ TEACHER_EPOCHS = 2
 STUDENT_EPOCHS = 2
 # With two student epochs, MARAL's margins start after epoch 0 and anchors/refinement in epoch 1.
 STUDENT_SETTINGS = {"update_soft_start": 0}
-# The budget of `conll_en_de.py` (its seed is replaced by the cell's). New span heads on a pretrained encoder need
-# a larger rate than the encoder with this small budget.
+# The budget of the first round (its seed, 42 there, is the cell's). New span heads on a pretrained encoder need a
+# larger rate than the encoder with this small budget.
 BUDGET = {
     "learning_rate": 5e-5,
     "head_learning_rate": 1e-3,
@@ -182,6 +133,8 @@ GPU_BUDGET = {
     "per_device_eval_batch_size": 64,
     "mlm_weight": 0.001,
 }
+CPU_SAMPLE_SIZES = {"source_train": 2000, "source_dev": 1000, "target_unlabeled": 2000, "target_test": None}
+CPU_DEVICE_FLAGS = ("--freeze_word_embeddings", "--use_cpu")
 SMOKE_SAMPLE_SIZES = {"source_train": 12, "source_dev": 6, "target_unlabeled": 12, "target_test": 6}
 
 
@@ -190,7 +143,7 @@ class Protocol:
     """How a cell is run: data sample, epochs, optimisation budget and device.
 
     Attributes:
-        name: `cpu` or `gpu`.
+        name: `cpu`, `first_n` or `gpu`.
         sample_sizes: Sentences per role; `None` keeps the whole file.
         random_sample: Draw the sentences at random (seeded by the cell's seed) instead of taking the first ones.
         teacher_epochs: Epochs of `source_only`.
@@ -213,20 +166,17 @@ class Protocol:
 
     @property
     def subdir(self) -> Path:
-        """Folder of this protocol under the output and result roots (empty for the CPU protocol)."""
-        return Path("gpu" if self.name == "gpu" else "", "smoke" if self.smoke else "")
+        """Folder of this protocol under the output and result roots (its name; none for the `cpu` protocol)."""
+        return Path("" if self.name == "cpu" else self.name, "smoke" if self.smoke else "")
 
 
 PROTOCOLS = {
     "cpu": Protocol(
-        "cpu",
-        {"source_train": 2000, "source_dev": 1000, "target_unlabeled": 2000, "target_test": None},
-        True,
-        TEACHER_EPOCHS,
-        STUDENT_EPOCHS,
-        BUDGET,
-        STUDENT_SETTINGS,
-        ("--freeze_word_embeddings", "--use_cpu"),
+        "cpu", CPU_SAMPLE_SIZES, True, TEACHER_EPOCHS, STUDENT_EPOCHS, BUDGET, STUDENT_SETTINGS, CPU_DEVICE_FLAGS
+    ),
+    # The first round (the README's first table): the same budget on the first sentences of each file.
+    "first_n": Protocol(
+        "first_n", CPU_SAMPLE_SIZES, False, TEACHER_EPOCHS, STUDENT_EPOCHS, BUDGET, STUDENT_SETTINGS, CPU_DEVICE_FLAGS
     ),
     "gpu": Protocol("gpu", dict.fromkeys(ROLES), False, 8, 20, GPU_BUDGET, {}, ("--bf16",)),
 }
@@ -238,7 +188,7 @@ def resolve_protocol(
     """The protocol `name`, made tiny by `smoke`, with `sample_sizes` replacing some of its sizes.
 
     Args:
-        name: `cpu` or `gpu`.
+        name: `cpu`, `first_n` or `gpu`.
         smoke: First few sentences of each file and 1 + 1 epochs; a `gpu` smoke run without CUDA uses the CPU.
         sample_sizes: Sentences per role (`None`: the whole file) that replace the protocol's.
         cuda: Whether a CUDA device is available (default: ask torch).
@@ -273,148 +223,6 @@ def parse_sample_sizes(text: str) -> dict[str, int | None]:
             raise argparse.ArgumentTypeError(f"{item!r}: the size must be a positive number or 'all'.")
         sizes[role] = None if value == "all" else int(value)
     return sizes
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Data preparation
-# ---------------------------------------------------------------------------------------------------------------
-
-Sentence = dict[str, Any]
-"""`{"tokens": [...], "spans": [{"start", "end", "label"}, ...]}` (end inclusive), the in-memory record shape."""
-
-DATA_VERSION = 1
-"""Bump when the preparation changes, so that prepared folders are written again."""
-
-
-def read_token_tag_sentences(path: Path) -> Iterator[tuple[list[str], list[str]]]:
-    """Words and tags of a `token<TAB>tag` file; blank lines end sentences (word = first column, tag = last)."""
-    tokens: list[str] = []
-    tags: list[str] = []
-    for line in path.read_text(encoding="utf-8-sig").split("\n"):
-        columns = line.split()
-        if columns:
-            tokens.append(columns[0])
-            tags.append(columns[-1])
-        elif tokens:
-            yield tokens, tags
-            tokens, tags = [], []
-    if tokens:
-        yield tokens, tags
-
-
-def join_names_across_space_markers(tokens: Sequence[str], tags: Sequence[str], marker: str) -> list[str]:
-    """Tags where each `O`-tagged `marker` token between two words of one name takes the name's `I-` tag.
-
-    Args:
-        tokens: The words of a sentence.
-        tags: Their IOB2 tags.
-        marker: The token that stands for a space (WikiANN zh: `#`).
-
-    Returns:
-        The repaired tags: `B-PER # I-PER` (`B-PER O I-PER`) becomes `B-PER I-PER I-PER`, one entity instead of two.
-    """
-    repaired = list(tags)
-    for position in range(1, len(tokens) - 1):
-        previous, following = repaired[position - 1], tags[position + 1]
-        if tokens[position] == marker and tags[position] == "O" and previous != "O" and following.startswith("I-"):
-            entity_type = following[2:]
-            if previous[2:] == entity_type:
-                repaired[position] = f"I-{entity_type}"
-    return repaired
-
-
-def span_sentence(tokens: list[str], spans: Iterable[tuple[int, int, str]]) -> Sentence:
-    """The in-memory record of words and `(start, end, label)` spans (end inclusive)."""
-    return {"tokens": tokens, "spans": [{"start": start, "end": end, "label": label} for start, end, label in spans]}
-
-
-def read_sentences(path: Path, spec: DatasetSpec) -> list[Sentence]:
-    """The sentences of one data file, `-DOCSTART-` separators dropped.
-
-    Args:
-        path: A span JSON file or a WikiANN `token<TAB>tag` file.
-        spec: The dataset (format and space marker).
-    """
-    if spec.file_format == "span_json":
-        return [span_sentence(record.tokens, record.spans) for record in iter_records(path) if not record.is_docstart]
-    sentences = []
-    for tokens, tags in read_token_tag_sentences(path):
-        if tokens == ["-DOCSTART-"]:
-            continue
-        if spec.space_marker is not None:
-            tags = join_names_across_space_markers(tokens, tags, spec.space_marker)
-        sentences.append(span_sentence(tokens, tags_to_spans(tags)))
-    return sentences
-
-
-def sample_indices(available: int, size: int | None, seed: int, role: str, random_sample: bool = True) -> list[int]:
-    """Indices of the sentences a cell uses, in file order.
-
-    Args:
-        available: Number of sentences in the file.
-        size: How many to keep (`None` or more than available: all).
-        seed: The cell's seed.
-        role: The file's role; each role draws from its own stream, `random.Random("<seed>/<role>")` (string seeds
-            are hashed with SHA-512, so the stream is the same in every process).
-        random_sample: Draw at random; otherwise take the first `size` sentences.
-    """
-    if size is None or size >= available:
-        return list(range(available))
-    if not random_sample:
-        return list(range(size))
-    return sorted(random.Random(f"{seed}/{role}").sample(range(available), size))
-
-
-def data_manifest(dataset: str, spec: DatasetSpec, data_root: Path, seed: int, protocol: Protocol) -> dict:
-    """What a prepared data folder holds; a folder whose manifest differs is prepared again."""
-    sizes = {role: protocol.sample_sizes.get(role) for role in ROLES}
-    return {
-        "version": DATA_VERSION,
-        "dataset": dataset,
-        "seed": seed,
-        "sources": {role: str(data_root / spec.files[role]) for role in ROLES},
-        "sample_sizes": sizes,
-        "random_sample": protocol.random_sample,
-        "space_marker": spec.space_marker,
-    }
-
-
-def prepare_data(
-    dataset: str, data_root: Path, data_dir: Path, seed: int, protocol: Protocol
-) -> tuple[dict[str, Path], dict[str, int]]:
-    """Writes the sample of one (dataset, seed) as span JSON files (atomically), unless already there.
-
-    Args:
-        dataset: Name in `DATASETS`.
-        data_root: Folder with `conll03_en_de/` and `wikiann/`.
-        data_dir: Folder of the sample (`.../<dataset>/data_seed<k>`).
-        seed: The cell's seed.
-        protocol: Sizes and sampling.
-
-    Returns:
-        The file of each role and its number of sentences.
-    """
-    spec = DATASETS[dataset]
-    files = {role: data_dir / f"{role}.json" for role in ROLES}
-    manifest = data_manifest(dataset, spec, data_root, seed, protocol)
-    manifest_file = data_dir / "manifest.json"
-    if manifest_file.is_file() and all(path.is_file() for path in files.values()):
-        written = json.loads(manifest_file.read_text(encoding="utf-8"))
-        if {key: written.get(key) for key in manifest} == manifest:
-            return files, written["sentences"]
-    counts = {}
-    for role in ROLES:
-        sentences = read_sentences(data_root / spec.files[role], spec)
-        chosen = sample_indices(len(sentences), manifest["sample_sizes"][role], seed, role, protocol.random_sample)
-        write_span_json([sentences[index] for index in chosen], files[role], spec.labels, overwrite=True)
-        counts[role] = len(chosen)
-    write_json_atomically(manifest_file, {**manifest, "sentences": counts})
-    return files, counts
-
-
-def write_json_atomically(path: Path, record: Any) -> None:
-    """Writes `record` as indented JSON to a temporary file next to `path` and renames it into place."""
-    _write_atomically(path, json.dumps(record, indent=2, ensure_ascii=False) + "\n", overwrite=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -684,7 +492,9 @@ def run_cell(
         return None
     check_can_run(cell, protocol, layout, encoder)
     data_dir = layout.data_dir(cell.dataset, cell.seed)
-    data_files, sentences = prepare_data(cell.dataset, data_root, data_dir, cell.seed, protocol)
+    data_files, sentences = prepare_data(
+        cell.dataset, data_root, data_dir, cell.seed, protocol.sample_sizes, protocol.random_sample
+    )
     argv = build_argv(cell, protocol, encoder, data_files, layout, extra_flags)
     teacher_dir = layout.output_dir(cell.teacher)
     teacher_fingerprint = weights_fingerprint(teacher_dir) if cell.needs_teacher else ""
@@ -714,203 +524,6 @@ def check_can_run(cell: Cell, protocol: Protocol, layout: Layout, encoder: Path)
         )
     if "--bf16" in protocol.device_flags and not cuda_available():
         sys.exit("The gpu protocol needs a CUDA device (or --smoke, which then runs on the CPU).")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The queue
-# ---------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class CellClaim:
-    """An exclusive `flock` on a cell's lock file, held until `release` (or until every holder has exited)."""
-
-    path: Path
-    descriptor: int
-
-    def record(self, text: str) -> None:
-        """Replaces the lock file's content (who holds it; for people and `--dry_run`)."""
-        os.ftruncate(self.descriptor, 0)
-        os.pwrite(self.descriptor, text.encode(), 0)
-
-    def release(self) -> None:
-        fcntl.flock(self.descriptor, fcntl.LOCK_UN)
-        os.close(self.descriptor)
-
-
-def claim_cell(lock_file: Path) -> CellClaim | None:
-    """Claims a cell: an exclusive, non-blocking `flock` on its lock file, which then records this process's pid.
-
-    The lock files are never deleted (deleting one could let two processes lock two different files of the same
-    name). A lock file left by a process that has died holds no lock any more and is claimed again.
-
-    Returns:
-        The claim, or `None` when another process (or another claim in this process) holds the cell.
-    """
-    lock_file.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(descriptor)
-        return None
-    claim = CellClaim(lock_file, descriptor)
-    claim.record(f"worker pid {os.getpid()}\n")
-    return claim
-
-
-def is_claimed(lock_file: Path) -> bool:
-    """Whether a live process holds the cell's lock."""
-    if not lock_file.is_file():
-        return False
-    claim = claim_cell(lock_file)
-    if claim is None:
-        return True
-    claim.release()
-    return False
-
-
-def cell_status(cell: Cell, layout: Layout) -> str:
-    """`done`, `running`, `failed`, `waiting for teacher` or `todo`."""
-    if layout.is_done(cell):
-        return "done"
-    if is_claimed(layout.lock_file(cell)):
-        return "running"
-    if layout.failure_file(cell).is_file():
-        return "failed"
-    return "todo" if layout.teacher_ready(cell) else "waiting for teacher"
-
-
-Launcher = Callable[[Cell, CellClaim], int]
-"""Runs one claimed cell to its end and returns its exit status."""
-
-
-@dataclass
-class CellCommand:
-    """Runs cells as `python benchmarks/matrix.py --dataset ... --method ... --seed ...` processes."""
-
-    layout: Layout
-    common_flags: list[str]
-    threads: int = 1
-    worker_id: int = 0
-    python: str = sys.executable
-    environment: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
-
-    def command(self, cell: Cell) -> list[str]:
-        cell_flags = ["--dataset", cell.dataset, "--method", cell.method, "--seed", str(cell.seed)]
-        return [self.python, str(Path(__file__).resolve()), *cell_flags, *self.common_flags]
-
-    def __call__(self, cell: Cell, claim: CellClaim) -> int:
-        """Runs the cell with its log in `logs/`; the process inherits the lock, so the cell stays claimed while it
-        runs even if this worker dies."""
-        log_file = self.layout.log_file(cell)
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        environment = {**self.environment, "OMP_NUM_THREADS": str(self.threads)}
-        with log_file.open("a", encoding="utf-8") as log:
-            started = datetime.datetime.now().isoformat(timespec="seconds")
-            log.write(f"===== {started} worker {self.worker_id} (pid {os.getpid()}): {' '.join(self.command(cell))}\n")
-            log.flush()
-            process = subprocess.Popen(
-                self.command(cell), stdout=log, stderr=subprocess.STDOUT, env=environment, pass_fds=(claim.descriptor,)
-            )
-            claim.record(f"worker pid {os.getpid()}, cell pid {process.pid}\n")
-            return process.wait()
-
-
-def next_cell(plan: Sequence[Cell], layout: Layout, skip_failed: bool = True) -> tuple[Cell, CellClaim] | None:
-    """Claims the first cell of `plan` that is not done, not failed, not claimed and whose teacher is done."""
-    for cell in plan:
-        if layout.is_done(cell) or not layout.teacher_ready(cell):
-            continue
-        if skip_failed and layout.failure_file(cell).is_file():
-            continue
-        claim = claim_cell(layout.lock_file(cell))
-        if claim is None:
-            continue
-        if layout.is_done(cell):  # finished by another worker between the check and the claim
-            claim.release()
-            continue
-        return cell, claim
-    return None
-
-
-def run_queue(
-    plan: Sequence[Cell],
-    layout: Layout,
-    launch: Launcher,
-    worker_id: int = 0,
-    poll_seconds: float = 60.0,
-    retry_failed: bool = False,
-) -> list[Cell]:
-    """Runs the plan's cells until none is left that this worker can take.
-
-    A worker waits (polling) while other workers run cells it could take later (a teacher, or a cell another
-    worker holds), and stops when every remaining cell is done, failed, or waits for a failed teacher.
-
-    Args:
-        plan: Cells in priority order.
-        layout: Folders of the protocol.
-        launch: Runs one claimed cell and returns its exit status.
-        worker_id: Number of this worker in messages.
-        poll_seconds: Pause between looks at the queue while only others' cells run.
-        retry_failed: Also take cells that failed before (once per worker).
-
-    Returns:
-        The cells this worker ran.
-    """
-    ran: list[Cell] = []
-    tried: set[Cell] = set()
-    while True:
-        taken = next_cell([cell for cell in plan if cell not in tried], layout, skip_failed=not retry_failed)
-        if taken is None:
-            if not others_running(plan, layout):
-                break
-            time.sleep(poll_seconds)
-            continue
-        cell, claim = taken
-        tried.add(cell)
-        print(f"[worker {worker_id}] {cell.key}: started, log {layout.log_file(cell)}", flush=True)
-        start = time.perf_counter()
-        try:
-            status = launch(cell, claim)
-            record_outcome(cell, layout, status)
-        finally:
-            claim.release()
-        ran.append(cell)
-        outcome = "done" if status == 0 and layout.is_done(cell) else f"FAILED (exit status {status})"
-        print(f"[worker {worker_id}] {cell.key}: {outcome} after {time.perf_counter() - start:.0f} s", flush=True)
-    left = [cell.key for cell in plan if not layout.is_done(cell)]
-    print(f"[worker {worker_id}] stopping: {len(plan) - len(left)} of {len(plan)} cells done", flush=True)
-    if left:
-        print(f"[worker {worker_id}] not done (failed, or waiting for a failed teacher): {', '.join(left)}")
-    return ran
-
-
-def others_running(plan: Sequence[Cell], layout: Layout) -> bool:
-    """Whether a cell of the plan that is not done, or the teacher of one, is claimed by a live process."""
-    remaining = [cell for cell in plan if not layout.is_done(cell)]
-    watched = dict.fromkeys([*remaining, *(cell.teacher for cell in remaining if cell.needs_teacher)])
-    return any(is_claimed(layout.lock_file(cell)) for cell in watched)
-
-
-def record_outcome(cell: Cell, layout: Layout, status: int) -> None:
-    """A failed cell (non-zero exit, or no result file) gets a failure record; a finished one loses it."""
-    failure_file = layout.failure_file(cell)
-    if status == 0 and layout.is_done(cell):
-        failure_file.unlink(missing_ok=True)
-        return
-    when = datetime.datetime.now().isoformat(timespec="seconds")
-    write_json_atomically(failure_file, {"exit_status": status, "log": str(layout.log_file(cell)), "time": when})
-
-
-def print_plan(plan: Sequence[Cell], layout: Layout) -> None:
-    """One line per cell: its priority, status and result or log file."""
-    statuses = [cell_status(cell, layout) for cell in plan]
-    for index, (cell, status) in enumerate(zip(plan, statuses), start=1):
-        where = layout.result_file(cell) if status == "done" else layout.log_file(cell)
-        print(f"{index:>3}  {cell.dataset:<11} {cell.run_name:<14} seed {cell.seed}  {status:<20} {where}")
-    counts = {status: statuses.count(status) for status in dict.fromkeys(statuses)}
-    print(", ".join(f"{count} {status}" for status, count in counts.items()))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ and collation, in one table.
 Convert the encoder first (``make encoder``), then::
 
     python benchmarks/speed.py [--threads 2] [--num_sentences 256] [--train_steps 5] [--output speed.json]
-    python benchmarks/speed.py --teacher outputs/benchmarks/conll_en_de_source_only   # trained pseudo-labeller
+    python benchmarks/speed.py --teacher outputs/benchmarks/first_n/conll_de/source_only_seed42  # trained labeller
 
 Rows of the table (goals in brackets):
 
@@ -76,7 +76,8 @@ DEFAULT_ENCODER = REPO_ROOT / ".cache" / "encoders" / "multilingual-e5-small"
 LABELS = ["O", "LOC", "MISC", "ORG", "PER"]
 # The reference code pads every target sentence to U = 512 span slots.
 REFERENCE_SPAN_SLOTS = 512
-# Training settings of the student stage in benchmarks/conll_en_de.py (the rates do not change the speed).
+# Training settings of the student stage in benchmarks/matrix.py's first_n protocol (the rates do not change the
+# speed).
 TRAINING_SETTINGS = {
     "learning_rate": 5e-5,
     "head_learning_rate": 1e-3,

@@ -8,6 +8,7 @@ dataset (F1 in percent) and writes `<results_dir>/summary.json`:
 
     python benchmarks/summarize.py                                   # the CPU matrix
     python benchmarks/summarize.py --results_dir benchmarks/results/gpu
+    python benchmarks/summarize.py --results_dir benchmarks/results/first_n    # the first_n protocol
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""Tests of `benchmarks/matrix.py` (sampling, WikiANN preparation, the queue, the gpu protocol's smoke run) and
+"""Tests of the benchmark matrix (`benchmarks/matrix.py`: protocols, cells, the gpu protocol's smoke run;
+`matrix_data.py`: sampling, WikiANN preparation; `matrix_queue.py`: claims and the queue) and of
 `benchmarks/summarize.py` (mean, std and paired differences), on tiny files and the tiny random encoder."""
 
 from __future__ import annotations
 
-import importlib.util
+import dataclasses
 import json
 import os
 import statistics
@@ -12,27 +13,14 @@ import sys
 import threading
 import time
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from benchmarks import matrix, matrix_data, matrix_queue, summarize
 from data_loading import load_spans
 from tests.tiny_models import TINY_SOURCE_RECORDS
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def load_script(name: str) -> ModuleType:
-    """Imports `benchmarks/<name>.py` (not a package) as module `benchmark_<name>`."""
-    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-matrix = load_script("matrix")
-summarize = load_script("summarize")
 
 # ----------------------------------------------------------------------------------------------------------------
 # Tiny data in the shared data layout
@@ -78,6 +66,11 @@ def data_root(tmp_path_factory) -> Path:
     return root
 
 
+def prepare(dataset: str, data_root: Path, data_dir: Path, seed: int, protocol) -> tuple[dict, dict]:
+    """Prepares a (dataset, seed) sample with the protocol's sizes and sampling, as a cell does."""
+    return matrix_data.prepare_data(dataset, data_root, data_dir, seed, protocol.sample_sizes, protocol.random_sample)
+
+
 def spans_of(path: Path, labels) -> list[list[tuple[int, int, str]]]:
     dataset = load_spans(path, labels=labels)
     return [[(span["start"], span["end"], labels[span["label"]]) for span in row] for row in dataset["spans"]]
@@ -89,21 +82,21 @@ def spans_of(path: Path, labels) -> list[list[tuple[int, int, str]]]:
 
 
 def test_sampling_is_deterministic_per_seed_sized_and_in_file_order():
-    first = matrix.sample_indices(1000, 50, seed=1, role="source_train")
-    assert first == matrix.sample_indices(1000, 50, seed=1, role="source_train")
+    first = matrix_data.sample_indices(1000, 50, seed=1, role="source_train")
+    assert first == matrix_data.sample_indices(1000, 50, seed=1, role="source_train")
     assert len(set(first)) == 50 and first == sorted(first) and first[0] >= 0 and first[-1] < 1000
-    assert first != matrix.sample_indices(1000, 50, seed=2, role="source_train")
-    assert first != matrix.sample_indices(1000, 50, seed=1, role="target_unlabeled")
-    assert matrix.sample_indices(7, None, 1, "source_train") == list(range(7))
-    assert matrix.sample_indices(7, 50, 1, "source_train") == list(range(7))
-    assert matrix.sample_indices(7, 3, 1, "source_train", random_sample=False) == [0, 1, 2]
+    assert first != matrix_data.sample_indices(1000, 50, seed=2, role="source_train")
+    assert first != matrix_data.sample_indices(1000, 50, seed=1, role="target_unlabeled")
+    assert matrix_data.sample_indices(7, None, 1, "source_train") == list(range(7))
+    assert matrix_data.sample_indices(7, 50, 1, "source_train") == list(range(7))
+    assert matrix_data.sample_indices(7, 3, 1, "source_train", random_sample=False) == [0, 1, 2]
 
 
 def test_prepared_samples_follow_the_seed_and_keep_the_full_test(data_root, tmp_path):
     sizes = {"source_train": 4, "source_dev": 3, "target_unlabeled": 4}
     protocol = matrix.resolve_protocol("cpu", sample_sizes=sizes)
     prepared = {
-        (seed, copy): matrix.prepare_data("conll_de", data_root, tmp_path / f"s{seed}_{copy}", seed, protocol)
+        (seed, copy): prepare("conll_de", data_root, tmp_path / f"s{seed}_{copy}", seed, protocol)
         for seed in (1, 2)
         for copy in (0, 1)
     }
@@ -121,8 +114,8 @@ def test_prepared_samples_follow_the_seed_and_keep_the_full_test(data_root, tmp_
 def test_wikiann_zh_names_stay_whole_across_space_markers(data_root, tmp_path):
     protocol = matrix.resolve_protocol("cpu")
     with pytest.warns(UserWarning, match="zero-width"):
-        files, counts = matrix.prepare_data("wikiann_zh", data_root, tmp_path / "zh", 1, protocol)
-    labels = matrix.DATASETS["wikiann_zh"].labels
+        files, counts = prepare("wikiann_zh", data_root, tmp_path / "zh", 1, protocol)
+    labels = matrix_data.DATASETS["wikiann_zh"].labels
     test = spans_of(files["target_test"], labels)
     assert counts["target_test"] == len(ZH_SENTENCES)
     assert test[0] == [(1, 6, "LOC")]  # `# 切 斯 特 # ( )`: one name, the inner `#` joined, the leading one not
@@ -133,12 +126,54 @@ def test_wikiann_zh_names_stay_whole_across_space_markers(data_root, tmp_path):
 
 def test_wikiann_markup_and_bracket_first_words_read_as_written(data_root, tmp_path):
     protocol = matrix.resolve_protocol("cpu")
-    files, _ = matrix.prepare_data("wikiann_ar", data_root, tmp_path / "ar", 1, protocol)
-    labels = matrix.DATASETS["wikiann_ar"].labels
+    files, _ = prepare("wikiann_ar", data_root, tmp_path / "ar", 1, protocol)
+    labels = matrix_data.DATASETS["wikiann_ar"].labels
     source = load_spans(files["source_train"], labels=labels)
     assert source["tokens"][:4] == [[token for token, _ in sentence] for sentence in EN_SENTENCES[:4]]
     assert spans_of(files["source_train"], labels)[1:4] == [[(2, 3, "PER")], [], [(1, 1, "ORG")]]
     assert json.loads((tmp_path / "ar" / "manifest.json").read_text())["sentences"]["source_train"] == 8
+
+
+DOCSTART_RECORD = {"context": "-DOCSTART-", "span_posLabel": {}}
+
+
+def test_first_n_takes_the_first_sentences_in_file_order_whatever_the_seed(tmp_path):
+    # -DOCSTART- first and between documents, as in the CoNLL files.
+    records = [DOCSTART_RECORD, *TINY_SOURCE_RECORDS[:2], DOCSTART_RECORD, *TINY_SOURCE_RECORDS[2:]]
+    conll = tmp_path / "data" / "conll03_en_de"
+    conll.mkdir(parents=True)
+    for suffix in ("train", "dev", "unlabel", "test"):
+        (conll / f"spanner.{suffix}").write_text(json.dumps(records), encoding="utf-8")
+    sizes = {"source_train": 3, "source_dev": 2, "target_unlabeled": 4}
+    protocol = matrix.resolve_protocol("first_n", sample_sizes=sizes)
+    assert not protocol.random_sample and protocol.subdir == Path("first_n")
+    one, counts = prepare("conll_de", tmp_path / "data", tmp_path / "seed1", 1, protocol)
+    two, _ = prepare("conll_de", tmp_path / "data", tmp_path / "seed2", 2, protocol)
+    assert counts == {**sizes, "target_test": len(TINY_SOURCE_RECORDS)}
+    labels = matrix_data.DATASETS["conll_de"].labels
+    for role, path in one.items():
+        assert path.read_bytes() == two[role].read_bytes()  # the same sample for every seed
+        unlabeled = role == "target_unlabeled"
+        sample = load_spans(path, labels=labels, unlabeled=unlabeled)
+        size = sizes.get(role, len(TINY_SOURCE_RECORDS))
+        assert sample["tokens"] == [record["context"].split() for record in TINY_SOURCE_RECORDS[:size]]
+        # what run_xner's --max_*_samples keeps of the file itself, sentence ids (record indices) included
+        original = load_spans(conll / "spanner.train", labels=labels, unlabeled=unlabeled, max_samples=size)
+        assert sample.to_dict() == original.to_dict()
+    assert load_spans(one["source_train"], labels=labels)["sentence_id"] == [1, 2, 4]
+
+
+def test_first_n_protocol_is_the_cpu_budget_without_random_sampling(tmp_path):
+    cpu, first_n = matrix.resolve_protocol("cpu"), matrix.resolve_protocol("first_n")
+    assert first_n == dataclasses.replace(cpu, name="first_n", random_sample=False)
+    layout = matrix.Layout.for_protocol(tmp_path / "out", tmp_path / "results", first_n)
+    cell = matrix.Cell("conll_de", "source_only", 42)
+    files = {role: tmp_path / f"{role}.json" for role in matrix_data.ROLES}
+    argv = matrix.build_argv(cell, first_n, Path("enc"), files, layout)
+    assert layout.result_file(cell) == tmp_path / "results" / "first_n" / "conll_de" / "source_only_seed42.json"
+    expected = ["--seed=42", "--num_train_epochs=2", "--learning_rate=5e-05", "--head_learning_rate=0.001"]
+    expected += ["--per_device_train_batch_size=8", "--freeze_word_embeddings", "--use_cpu", "--do_eval"]
+    assert set(expected) <= set(argv)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -167,13 +202,14 @@ def test_claims_are_exclusive_and_released(tmp_path):
     cell = matrix.Cell("conll_de", "source_only", 1)
     lock_file = layout.lock_file(cell)
     assert lock_file == tmp_path / "locks" / "conll_de_source_only_seed1.lock"
-    claim = matrix.claim_cell(lock_file)
-    assert claim is not None and matrix.is_claimed(lock_file) and matrix.cell_status(cell, layout) == "running"
-    assert matrix.claim_cell(lock_file) is None  # a second claim, even in the same process
+    claim = matrix_queue.claim_cell(lock_file)
+    assert claim is not None and matrix_queue.is_claimed(lock_file)
+    assert matrix_queue.cell_status(cell, layout) == "running"
+    assert matrix_queue.claim_cell(lock_file) is None  # a second claim, even in the same process
     assert f"pid {os.getpid()}" in lock_file.read_text()
     claim.release()
-    assert not matrix.is_claimed(lock_file)
-    again = matrix.claim_cell(lock_file)
+    assert not matrix_queue.is_claimed(lock_file)
+    again = matrix_queue.claim_cell(lock_file)
     assert again is not None
     again.release()
 
@@ -198,12 +234,12 @@ def test_a_lock_left_by_a_dead_process_is_claimed_again(tmp_path):
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        assert matrix.claim_cell(lock_file) is None
+        assert matrix_queue.claim_cell(lock_file) is None
     finally:
         holder.kill()
         holder.wait()
     assert f"pid {holder.pid}" in lock_file.read_text()  # the dead holder's pid is still written there
-    claim = matrix.claim_cell(lock_file)
+    claim = matrix_queue.claim_cell(lock_file)
     assert claim is not None
     claim.release()
 
@@ -225,7 +261,7 @@ class FakeCells:
             return 1
         (self.layout.output_dir(cell)).mkdir(parents=True, exist_ok=True)
         (self.layout.output_dir(cell) / "config.json").write_text("{}")
-        matrix.write_json_atomically(self.layout.result_file(cell), {"method": cell.method})
+        matrix_data.write_json_atomically(self.layout.result_file(cell), {"method": cell.method})
         return 0
 
 
@@ -242,10 +278,11 @@ def test_two_workers_never_run_the_same_cell_and_skip_finished_ones(tmp_path):
     layout = matrix.Layout(tmp_path / "out", tmp_path / "results")
     plan = small_plan()
     finished = plan[-1]
-    matrix.write_json_atomically(layout.result_file(finished), {"method": "maral"})
+    matrix_data.write_json_atomically(layout.result_file(finished), {"method": "maral"})
     launcher = FakeCells(layout)
     workers = [
-        threading.Thread(target=matrix.run_queue, args=(plan, layout, launcher, worker, 0.01)) for worker in (1, 2)
+        threading.Thread(target=matrix_queue.run_queue, args=(plan, layout, launcher, worker, 0.01))
+        for worker in (1, 2)
     ]
     for worker in workers:
         worker.start()
@@ -261,21 +298,21 @@ def test_a_failed_teacher_stops_its_students_and_is_reported(tmp_path, capsys):
     layout = matrix.Layout(tmp_path / "out", tmp_path / "results")
     plan = small_plan()
     launcher = FakeCells(layout, failing=[plan[0]])
-    matrix.run_queue(plan, layout, launcher, poll_seconds=0.01)
+    matrix_queue.run_queue(plan, layout, launcher, poll_seconds=0.01)
     assert [cell for cell, _ in launcher.launches] == [plan[0], plan[1], plan[3], plan[5]]
     assert json.loads(layout.failure_file(plan[0]).read_text())["exit_status"] == 1
-    statuses = [matrix.cell_status(cell, layout) for cell in plan]
+    statuses = [matrix_queue.cell_status(cell, layout) for cell in plan]
     assert statuses == ["failed", "done", "waiting for teacher", "done", "waiting for teacher", "done"]
-    matrix.print_plan(plan, layout)
+    matrix_queue.print_plan(plan, layout)
     assert "3 done" in capsys.readouterr().out
-    matrix.run_queue(plan, layout, FakeCells(layout), poll_seconds=0.01, retry_failed=True)
+    matrix_queue.run_queue(plan, layout, FakeCells(layout), poll_seconds=0.01, retry_failed=True)
     assert all(layout.is_done(cell) for cell in plan) and not layout.failure_file(plan[0]).exists()
 
 
 def test_cell_processes_get_the_cell_and_the_shared_flags(tmp_path):
     layout = matrix.Layout(tmp_path, tmp_path)
     args = matrix.build_parser().parse_args(["--queue", "--protocol", "gpu", "--smoke", "--encoder", "enc"])
-    command = matrix.CellCommand(layout, matrix.shared_flags(args)).command(matrix.Cell("wikiann_hi", "pram", 1))
+    command = matrix_queue.CellCommand(layout, matrix.shared_flags(args)).command(matrix.Cell("wikiann_hi", "pram", 1))
     assert command[1] == str(BENCHMARKS / "matrix.py")
     assert command[2:8] == ["--dataset", "wikiann_hi", "--method", "pram", "--seed", "1"]
     assert "--smoke" in command and command[command.index("--encoder") + 1] == str(Path("enc").resolve())
@@ -361,7 +398,7 @@ def write_results(results_dir: Path) -> None:
                 teacher = "other" if (dataset, method, seed) == OTHER_TEACHER else f"{dataset}-{seed}"
                 record = {"method": method, "seed": seed, "teacher_fingerprint": teacher}
                 record.update(target_test_span_f1=span, target_test_seqeval_f1=seqeval, source_dev_span_f1=dev)
-                matrix.write_json_atomically(results_dir / dataset / f"{method}_seed{seed}.json", record)
+                matrix_data.write_json_atomically(results_dir / dataset / f"{method}_seed{seed}.json", record)
 
 
 def test_summary_means_stds_and_paired_differences(tmp_path, capsys):

@@ -1,0 +1,1 @@
+"""Benchmark scripts (`python benchmarks/<script>.py`) and the modules of the benchmark matrix they share."""
