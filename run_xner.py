@@ -20,6 +20,8 @@ the end of the run, and `--push_dataset_to_hub user/data` the run's span data as
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -44,8 +46,25 @@ from data_loading import (
 from data_loading.collator import entity_coverage, warn_about_unreachable_entities
 from evaluation_maral import evaluate_datasets, evaluate_model, flatten_metrics
 from model_cards.run import publish_run, write_run_card
-from modeling_maral import MaralConfig, MaralForSpanNER, check_span_limits
-from objectives import OBJECTIVES, class_weights_from_counts
+from modeling_maral import (
+    DECODING_MODES,
+    DEFAULT_MAX_SEQ_LENGTH,
+    DEFAULT_MAX_SPAN_WIDTH,
+    MaralConfig,
+    MaralForSpanNER,
+    __version__,
+    check_span_limits,
+)
+from objectives import (
+    OBJECTIVES,
+    ContProtoSettings,
+    MaralSettings,
+    MclSettings,
+    MlmSettings,
+    PramSettings,
+    PseudoLabelSettings,
+    class_weights_from_counts,
+)
 from output_layout import ALL_RESULTS_FILE, PREDICTIONS_FILE
 from prediction_io import check_predict_file, predict_file, write_predictions
 from self_training_maral import SelfTrainingPipeline
@@ -75,8 +94,8 @@ class ModelArguments:
     decoding: str | None = field(
         default=None,
         metadata={
-            "help": "Overlap resolution of predictions: greedy, legacy or none (default: greedy, or the trained "
-            "model's)."
+            "help": "Overlap resolution of predictions; unset: greedy, or the trained model's.",
+            "choices": list(DECODING_MODES),
         },
     )
     projection_dim: int = field(default=64, metadata={"help": "Size of the contrastive projection (MARAL)."})
@@ -114,14 +133,18 @@ class DataArguments:
     )
     labels: str | None = field(
         default=None,
-        metadata={"help": "Comma-separated labels, O first (default: O then the source training types, sorted)."},
+        metadata={"help": "Comma-separated labels, O first; unset: O then the source training types, sorted."},
     )
     max_span_width: int | None = field(
-        default=None, metadata={"help": "Longest span in words (default: 4, or fixed by a trained model)."}
+        default=None,
+        metadata={"help": f"Longest span in words; unset: {DEFAULT_MAX_SPAN_WIDTH}, or fixed by a trained model."},
     )
     max_seq_length: int | None = field(
         default=None,
-        metadata={"help": "Subword budget per sentence, specials included (default: 128, or the trained model's)."},
+        metadata={
+            "help": f"Subword budget per sentence, specials included; unset: {DEFAULT_MAX_SEQ_LENGTH}, or the trained "
+            "model's."
+        },
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training sentences."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N dev sentences."})
@@ -168,15 +191,62 @@ class RunArguments:
     )
 
 
+# `--help` groups, in this order; the `TrainingArguments` flags follow under "Trainer".
+HELP_GROUPS = (
+    ("Method", ("help", "version", "method")),
+    ("Data", DataArguments),
+    ("Model", ModelArguments),
+    ("Teacher -> student self-training", PseudoLabelSettings),
+    ("Masked-LM auxiliary", MlmSettings),
+    ("MARAL", MaralSettings),
+    ("ContProto", ContProtoSettings),
+    ("PRAM", PramSettings),
+    ("MCL-NER", MclSettings),
+    ("Output and publishing", RunArguments),
+    ("Cross-lingual training", ("target_batch_size", "eval_decoding", "head_learning_rate")),
+)
+
+
+def group_help(parser: argparse.ArgumentParser) -> None:
+    """Moves the flags into the `HELP_GROUPS` (the method first); the rest stay under "Trainer" at the end."""
+    options = parser._optionals  # HfArgumentParser puts every flag there
+    options.title = "Trainer (transformers.TrainingArguments)"
+    for title, fields in HELP_GROUPS:
+        names = set(fields) if isinstance(fields, tuple) else {field.name for field in dataclasses.fields(fields)}
+        group = parser.add_argument_group(title)
+        moved = [action for action in options._group_actions if action.dest in names]
+        group._group_actions.extend(moved)
+        options._group_actions[:] = [action for action in options._group_actions if action not in moved]
+    parser._action_groups.remove(options)
+    parser._action_groups.append(options)
+
+
+def build_parser() -> HfArgumentParser:
+    """The command line of `run_xner.py`: the four argument dataclasses, grouped help, `--version`."""
+    parser = HfArgumentParser(
+        (ModelArguments, DataArguments, MaralTrainingArguments, RunArguments), exit_on_error=False
+    )
+    parser.add_argument("--version", action="version", version=f"maral-xner {__version__}")
+    group_help(parser)
+    return parser
+
+
 def parse_arguments(argv: list[str] | None = None):
-    """Parses CLI flags, or a single `.json`/`.yaml` file holding all arguments."""
-    parser = HfArgumentParser((ModelArguments, DataArguments, MaralTrainingArguments, RunArguments))
+    """Parses CLI flags, or a single `.json`/`.yaml` file holding all arguments.
+
+    Raises:
+        ValueError: for a flag argparse refuses (a value outside its choices, a malformed number), naming the flag.
+    """
+    parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 1 and argv[0].endswith(".json"):
         return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
     if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
         return parser.parse_yaml_file(yaml_file=os.path.abspath(argv[0]))
-    return parser.parse_args_into_dataclasses(args=argv)
+    try:
+        return parser.parse_args_into_dataclasses(args=argv)
+    except argparse.ArgumentError as error:
+        raise ValueError(f"{error}. See `python run_xner.py --help`.") from None
 
 
 def check_output_dir(training_args: MaralTrainingArguments, run_args: RunArguments) -> None:

@@ -77,17 +77,19 @@ class MaralTrainingArguments(
             initialised heads often need a larger rate than the encoder when training budgets are small.
     """
 
-    method: str = field(default="source_only", metadata=help_text(f"Training objective: one of {', '.join(METHODS)}."))
+    method: str = field(
+        default="source_only", metadata=help_text("Training objective (see the README's Methods).", METHODS)
+    )
     target_batch_size: int | None = field(
-        default=None, metadata=help_text("Target sentences per step; defaults to per_device_train_batch_size.")
+        default=None, metadata=help_text("Target sentences per step; unset: per_device_train_batch_size.")
     )
     eval_decoding: str | None = field(
-        default=None, metadata=help_text("Decoding in evaluation: greedy, legacy or none (default: the model's).")
+        default=None, metadata=help_text("Overlap resolution in evaluation; unset: the model's.", DECODING_MODES)
     )
     head_learning_rate: float | None = field(
         default=None,
         metadata=help_text(
-            "Learning rate of the new layers (span heads, embeddings, MLM head); default: learning_rate."
+            "Learning rate of the new layers (span heads, embeddings, MLM head); unset: learning_rate."
         ),
     )
 

@@ -32,6 +32,8 @@ from .pseudo_labels import STUDENT_CARD_SETTINGS, PseudoLabelObjective, PseudoLa
 from .registry import ObjectiveContext, register_objective
 from .settings import SettingCheck, help_text
 
+TARGET_LOSS_INPUTS = ("probs", "logits")
+
 
 @dataclass
 class MaralSettings:
@@ -62,7 +64,8 @@ class MaralSettings:
     tau: float = field(default=1.0, metadata=help_text("Source prior-adjustment strength τ (MARAL)."))
     ul_tau: float = field(default=0.1, metadata=help_text("Target prior-adjustment strength τ_u (MARAL)."))
     target_loss_input: str = field(
-        default="probs", metadata=help_text("Target loss on 'probs' (reference double softmax) or 'logits'.")
+        default="probs",
+        metadata=help_text("Target loss on probs (the reference's double softmax) or logits.", TARGET_LOSS_INPUTS),
     )
     update_soft_start: int = field(default=1, metadata=help_text("First epoch with margins; refinement starts after."))
     knn_k: int = field(default=200, metadata=help_text("Neighbours counted in the projection bank."))
@@ -76,8 +79,8 @@ class MaralSettings:
     target_warmup_epochs: int | None = field(
         default=None,
         metadata=help_text(
-            "Student epochs on the source alone before the target loss starts (default: 1 for --student_init base, "
-            "0 for teacher; the reference: 0)."
+            "Student epochs on the source alone before the target loss starts; unset: 1 for --student_init base, "
+            "0 for teacher (the reference: 0)."
         ),
     )
     prior_floor: float = field(default=1e-12, metadata=help_text("Smallest class prior before the logarithm."))
@@ -85,7 +88,7 @@ class MaralSettings:
     checks: ClassVar[tuple[SettingCheck, ...]] = (
         SettingCheck("tau", lambda value: value >= 0, "must be >= 0"),
         SettingCheck("ul_tau", lambda value: value >= 0, "must be >= 0"),
-        SettingCheck("target_loss_input", lambda value: value in ("probs", "logits"), "must be probs or logits"),
+        SettingCheck("target_loss_input", lambda value: value in TARGET_LOSS_INPUTS, "must be probs or logits"),
         SettingCheck("update_soft_start", lambda value: value >= 0, "must be >= 0"),
         SettingCheck("knn_k", lambda value: value >= 1, "must be >= 1"),
         SettingCheck("knn_o_keep_rate", lambda value: 0 <= value <= 1, "must be in [0, 1]"),

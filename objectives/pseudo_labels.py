@@ -20,6 +20,8 @@ from .distributed import all_gather_rows, all_reduce_sum, process_rank_and_count
 from .settings import SettingCheck, help_text
 
 PRUNING_MODES = ("legacy", "greedy", "none")
+TEACHER_SELECTIONS = ("source_dev", "last")
+STUDENT_STARTS = ("base", "teacher")
 
 
 @dataclass
@@ -43,10 +45,13 @@ class PseudoLabelSettings:
     """
 
     teacher_epochs: float | None = field(
-        default=None, metadata=help_text("Epochs of the teacher stage (default: num_train_epochs).")
+        default=None, metadata=help_text("Epochs of the teacher stage; unset: num_train_epochs.")
     )
     teacher_selection: str = field(
-        default="source_dev", metadata=help_text("Teacher epoch that labels the target text: source_dev or last.")
+        default="source_dev",
+        metadata=help_text(
+            "Teacher epoch that labels the target text (never chosen on target data).", TEACHER_SELECTIONS
+        ),
     )
     teacher_checkpoint: str | None = field(
         default=None, metadata=help_text("A trained teacher model directory to use instead of training one.")
@@ -57,21 +62,22 @@ class PseudoLabelSettings:
     student_init: str | None = field(
         default=None,
         metadata=help_text(
-            "Student start: base (fresh encoder) or teacher (its weights); default: the method's (teacher for maral, "
-            "base for the others)."
+            "Student start: a fresh encoder (base) or the teacher's weights; unset: the method's (teacher for maral, "
+            "base for the others).",
+            STUDENT_STARTS,
         ),
     )
     self_training_rounds: int = field(default=1, metadata=help_text("Number of student rounds."))
     pseudo_label_pruning: str = field(
-        default="legacy", metadata=help_text("Overlap pruning of pseudo-labels: legacy, greedy or none.")
+        default="legacy", metadata=help_text("Overlap pruning of pseudo-labels.", PRUNING_MODES)
     )
     ema_start: float = field(default=0.95, metadata=help_text("EMA momentum of pseudo-label refinement at the start."))
     ema_end: float = field(default=0.80, metadata=help_text("EMA momentum of pseudo-label refinement at the end."))
 
     checks: ClassVar[tuple[SettingCheck, ...]] = (
         SettingCheck("teacher_epochs", lambda value: value is None or value > 0, "must be > 0"),
-        SettingCheck("teacher_selection", lambda value: value in ("source_dev", "last"), "must be source_dev or last"),
-        SettingCheck("student_init", lambda value: value in (None, "base", "teacher"), "must be base or teacher"),
+        SettingCheck("teacher_selection", lambda value: value in TEACHER_SELECTIONS, "must be source_dev or last"),
+        SettingCheck("student_init", lambda value: value in (None, *STUDENT_STARTS), "must be base or teacher"),
         SettingCheck("self_training_rounds", lambda value: value >= 1, "must be >= 1"),
         SettingCheck("pseudo_label_pruning", lambda value: value in PRUNING_MODES, "unknown mode"),
         SettingCheck("ema_start", lambda value: 0 <= value <= 1, "must be in [0, 1]"),

@@ -31,9 +31,11 @@ class SettingCheck(NamedTuple):
     requirement: str
 
 
-def help_text(text: str) -> dict[str, str]:
-    """Dataclass field metadata with the `--help` text (`HfArgumentParser` passes it to argparse)."""
-    return {"help": text}
+def help_text(text: str, choices: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Dataclass field metadata with the `--help` text and, for a flag with fixed values, its `choices`
+    (`HfArgumentParser` passes both to argparse, which lists and enforces the choices). Say what an unset (`None`)
+    value means with "unset: ..." in `text`: the help adds the default itself."""
+    return {"help": text} if choices is None else {"help": text, "choices": list(choices)}
 
 
 def validate_settings(settings: Any) -> None:

@@ -403,3 +403,18 @@ def test_predict_file_replaces_the_target_test_file_under_do_predict(brussels_mo
     )  # fmt: skip
     assert not any(key.startswith("predict_target_test") for key in results)
     assert [record["text"] for record in read_predictions(tmp_path / "out")] == ["Brussels"]
+
+
+def test_help_groups_the_flags_with_the_method_first(capsys):
+    with pytest.raises(SystemExit):
+        run_xner.parse_arguments(["--help"])
+    text = capsys.readouterr().out
+    titles = [line[:-1] for line in text.splitlines() if line.endswith(":") and not line.startswith(" ")]
+    assert titles[:4] == ["Method", "Data", "Model", "Teacher -> student self-training"]
+    assert titles[-1] == "Trainer (transformers.TrainingArguments)"
+    method_section = text.split("\nMethod:\n", 1)[1].split("\n\n", 1)[0]
+    assert "--method {source_only," in method_section and "--version" in method_section
+    assert "--learning_rate" in text.split("\nTrainer (transformers.TrainingArguments):\n", 1)[1]
+    with pytest.raises(SystemExit):
+        run_xner.parse_arguments(["--version"])
+    assert capsys.readouterr().out.startswith("maral-xner ")
