@@ -110,6 +110,8 @@ RUN_XNER_FILE_FLAGS = {
 
 TEACHER_EPOCHS = 2
 STUDENT_EPOCHS = 2
+# Steps between checkpoints of a cell (about 10 minutes of a CPU cell); only the newest is kept.
+CHECKPOINT_STEPS = 100
 # With two student epochs, MARAL's margins start after epoch 0 and anchors/refinement in epoch 1.
 STUDENT_SETTINGS = {"update_soft_start": 0}
 # The budget of the first round (its seed, 42 there, is the cell's). New span heads on a pretrained encoder need a
@@ -344,7 +346,10 @@ def build_argv(
         "method": cell.method,
         "output_dir": str(layout.output_dir(cell)),
         "eval_strategy": "no",
-        "save_strategy": "no",
+        # A checkpoint every CHECKPOINT_STEPS steps: a cell stopped half-way (a session ends) resumes from it.
+        "save_strategy": "steps",
+        "save_steps": CHECKPOINT_STEPS,
+        "save_total_limit": 1,
         "logging_steps": 50,
         "disable_tqdm": True,
         "train_sampling_strategy": "group_by_length",
@@ -495,7 +500,9 @@ def run_cell(
     data_files, sentences = prepare_data(
         cell.dataset, data_root, data_dir, cell.seed, protocol.sample_sizes, protocol.random_sample
     )
+    resumed = has_checkpoint(layout.output_dir(cell))
     argv = build_argv(cell, protocol, encoder, data_files, layout, extra_flags)
+    argv += ["--resume_from_checkpoint=true"] if resumed else []
     teacher_dir = layout.output_dir(cell.teacher)
     teacher_fingerprint = weights_fingerprint(teacher_dir) if cell.needs_teacher else ""
     start = time.perf_counter()
@@ -506,9 +513,15 @@ def run_cell(
     record = result_record(
         cell, protocol, results, wall_seconds, argv, output_dir, teacher_fingerprint, sentences, encoder
     )
+    record["resumed_from_checkpoint"] = resumed  # then wall_seconds counts this process only
     write_json_atomically(result_file, record)
     print(f"\n{cell.key}: target test span F1 {100 * record['target_test_span_f1']:.2f}, wrote {result_file}")
     return result_file
+
+
+def has_checkpoint(output_dir: Path) -> bool:
+    """Whether an interrupted run left a checkpoint in `output_dir` (its own, or in a stage being trained)."""
+    return any(output_dir.glob("checkpoint-*")) or any(output_dir.glob("**/*.partial/checkpoint-*"))
 
 
 def check_can_run(cell: Cell, protocol: Protocol, layout: Layout, encoder: Path) -> None:

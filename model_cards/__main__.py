@@ -37,7 +37,12 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     push.add_argument("--repo_id", required=True)
     push.add_argument("--private", action="store_true")
     push.add_argument("--token", help="Hub token (default: the logged-in one).")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not Path(args.output_dir).is_dir():
+        parser.error(f"{args.output_dir} is not a folder: pass the output folder of a run (or a saved model).")
+    if getattr(args, "run_config", None) and not Path(args.run_config).is_file():
+        parser.error(f"--run_config {args.run_config}: no such file (the .json/.yaml file the run was given).")
+    return args
 
 
 def data_facts(run_config: dict, labels: list[str], max_span_width: int | None) -> tuple[dict, dict | None]:

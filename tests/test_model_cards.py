@@ -329,3 +329,13 @@ def test_run_xner_writes_the_card_at_the_end(tiny_encoder_dir, tmp_path):
     assert f"--target_test_file {data['target_test_file']}" in text
     assert f'from_pretrained("{MODEL_ID}", trust_remote_code=True)' in text
     assert "| target_test | 3 |" in text
+
+
+@pytest.mark.parametrize("missing", ["run_config", "output_dir"])
+def test_cli_card_command_names_a_missing_file(model_dir, tmp_path, capsys, missing):
+    folder = str(tmp_path / "no_run") if missing == "output_dir" else str(model_dir)
+    argv = ["card", folder, "--run_config", str(tmp_path / "config.json" if missing == "run_config" else __file__)]
+    with pytest.raises(SystemExit) as raised:
+        model_cards_main(argv)
+    assert raised.value.code == 2
+    assert str(tmp_path / ("config.json" if missing == "run_config" else "no_run")) in capsys.readouterr().err
