@@ -376,6 +376,27 @@ def test_gpu_protocol_smoke_run_writes_teacher_and_student_results(
     assert "skipping wikiann_zh_self_training_seed3" in capsys.readouterr().out
 
 
+def test_an_interrupted_cell_resumes_from_its_checkpoint(data_root, tiny_encoder_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(matrix, "cuda_available", lambda: False)
+    protocol = matrix.resolve_protocol("cpu", smoke=True)
+    layout = matrix.Layout.for_protocol(tmp_path / "out", tmp_path / "results", protocol)
+    teacher, student = matrix.Cell("wikiann_zh", "source_only", 1), matrix.Cell("wikiann_zh", "self_training", 1)
+    matrix.run_cell(teacher, protocol, layout, data_root, tiny_encoder_dir)
+    seen: list[list[str]] = []
+
+    def interrupted_run(argv):
+        seen.append(argv)
+        raise KeyboardInterrupt  # the session ends
+
+    monkeypatch.setattr(matrix.run_xner, "main", interrupted_run)
+    for expected in (False, True):
+        with pytest.raises(KeyboardInterrupt):
+            matrix.run_cell(student, protocol, layout, data_root, tiny_encoder_dir)
+        assert ("--resume_from_checkpoint=true" in seen[-1]) == expected
+        assert f"--save_steps={matrix.CHECKPOINT_STEPS}" in seen[-1] and "--save_strategy=steps" in seen[-1]
+        (layout.output_dir(student) / "rounds" / "round_1.partial" / "checkpoint-3").mkdir(parents=True, exist_ok=True)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # summarize.py
 # ----------------------------------------------------------------------------------------------------------------
