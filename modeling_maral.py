@@ -870,18 +870,19 @@ class MaralForSpanNER(MaralPreTrainedModel):
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
-        span_token_starts: torch.Tensor,
-        span_token_ends: torch.Tensor,
-        span_word_lengths: torch.Tensor,
-        span_morph_ids: torch.Tensor,
-        span_mask: torch.Tensor,
+        span_token_starts: torch.Tensor | None = None,
+        span_token_ends: torch.Tensor | None = None,
+        span_word_lengths: torch.Tensor | None = None,
+        span_morph_ids: torch.Tensor | None = None,
+        span_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         class_weights: torch.Tensor | None = None,
         return_projections: bool = True,
         return_sentence_embeddings: bool = False,
+        mlm_labels: torch.Tensor | None = None,
         **unused: Any,
     ) -> MaralSpanNEROutput:
-        """Scores every span of the batch.
+        """Scores every span of the batch, or (with `mlm_labels`) returns the masked-LM loss of masked text.
 
         Args:
             input_ids, attention_mask: `(batch, seq_len)` subword ids and mask.
@@ -893,7 +894,12 @@ class MaralForSpanNER(MaralPreTrainedModel):
             class_weights: `(num_labels,)` weights for the loss.
             return_projections: whether to compute the projection head's output.
             return_sentence_embeddings: whether to return the mean-pooled, L2-normalised sentence embeddings.
+            mlm_labels: `(batch, seq_len)` masked-LM targets of the masked `input_ids` (-100 elsewhere). The call then
+                only computes `loss`, the masked-LM cross-entropy (see `mlm_loss`), and needs no span inputs: a
+                training step's MLM pass goes through the same (e.g. DDP-wrapped) forward as its span passes.
         """
+        if mlm_labels is not None:
+            return MaralSpanNEROutput(loss=self.mlm_loss(input_ids, attention_mask, mlm_labels))
         hidden_states = self.encode(input_ids, attention_mask)
         representations = self.dropout(
             self.span_representation(

@@ -47,7 +47,7 @@ from objectives import (
     class_weights_from_counts,
     methods,
 )
-from objectives.distributed import process_rank_and_count
+from objectives.distributed import account_for_every_forward_pass, process_rank_and_count
 from objectives.settings import SettingCheck, help_text, validate_settings
 from output_layout import TRAINER_STATE_FILE
 
@@ -284,6 +284,7 @@ class MaralTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Delegates to the objective and remembers its loss terms for the next log line."""
         loss, terms = self.objective.compute_loss(self, model, inputs)
+        account_for_every_forward_pass(model, loss)
         self.objective.after_step()
         self.objective.observe_loss_terms(terms)
         for name, value in terms.items():

@@ -83,12 +83,14 @@ def mask_tokens_for_mlm(
     mask_rate: float = 0.25,
     generator: torch.Generator | None = None,
     hide_masked_tokens: bool = True,
+    draws: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Masks target-text subwords for the MLM auxiliary (§2.11 of the method notes).
 
     Every real position except special tokens and the lone `▁` piece is selected with probability `mask_rate`
     and always replaced by the mask token (no 80/10/10). With `hide_masked_tokens` (the upstream behaviour) the
-    attention mask is also 0 at masked positions.
+    attention mask is also 0 at masked positions. `draws`, uniform numbers of the shape of `input_ids`, decide the
+    selection; they are drawn from `generator` when not given.
 
     Returns:
         `(masked_input_ids, attention_mask, mlm_labels)` with -100 at unselected positions.
@@ -97,7 +99,7 @@ def mask_tokens_for_mlm(
         raise ValueError("The tokenizer has no mask token; the MLM auxiliary needs one (set `mlm_weight=0`).")
     protected = torch.tensor(sorted(set(tokenizer.all_special_ids) | {lone_piece_id(tokenizer) or -1}))
     candidates = attention_mask.bool() & ~torch.isin(input_ids, protected)
-    draws = torch.rand(input_ids.shape, generator=generator)
+    draws = torch.rand(input_ids.shape, generator=generator) if draws is None else draws
     selected = candidates & (draws < mask_rate)
     masked_ids = input_ids.masked_fill(selected, tokenizer.mask_token_id)
     labels = input_ids.masked_fill(~selected, -100)
