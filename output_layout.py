@@ -7,13 +7,16 @@
                                    self_training_log.jsonl (per-epoch diagnostics of all stages)
         teacher/                   a finished stage: its model, stage.json, pseudo_labels.pt
         rounds/round_<r>/          the student of round r: the same, plus maral_trainer_state.pt
-        <stage>.partial/           a stage being trained, with its checkpoint-<step>/ folders
-        checkpoint-<step>/         the Trainer's checkpoints of a single-stage run (+ maral_trainer_state.pt)
+        <stage>.partial/           a stage being trained: stage_fingerprint.json, its checkpoint-<step>/ folders
+        checkpoint-<step>/         the Trainer's checkpoints of a single-stage run (+ maral_trainer_state.pt, written
+                                   last: a checkpoint without it is incomplete and never resumed)
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 STAGE_MARKER = "stage.json"
 """Written last into a stage folder: its metrics and the fingerprint of its settings, data and teacher."""
@@ -21,6 +24,8 @@ PSEUDO_LABEL_FILE = "pseudo_labels.pt"
 """The `PseudoLabelStore` a stage's model gives the target text."""
 TRAINER_STATE_FILE = "maral_trainer_state.pt"
 """The objective's state and the target stream's position, beside every checkpoint and in a finished student."""
+STAGE_FINGERPRINT_FILE = "stage_fingerprint.json"
+"""Written first into a `<stage>.partial` folder: the fingerprint its checkpoints are trained with."""
 SELF_TRAINING_LOG = "self_training_log.jsonl"
 """Per-epoch diagnostics of the self-training stages."""
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -29,6 +34,15 @@ ALL_RESULTS_FILE = "all_results.json"
 TEACHER_STAGE = "teacher"
 ROUNDS_FOLDER = "rounds"
 PARTIAL_SUFFIX = ".partial"
+
+
+def save_atomically(state: Any, path: str | os.PathLike) -> None:
+    """`torch.save(state, path)` through a temporary file and a rename: `path` is either complete or absent."""
+    import torch
+
+    temporary = f"{path}.tmp"
+    torch.save(state, temporary)
+    os.replace(temporary, path)
 
 
 def round_stage(round_index: int) -> str:

@@ -46,9 +46,16 @@ from evaluation_maral import evaluate_datasets, evaluate_model, flatten_metrics
 from model_cards.run import publish_run, write_run_card
 from modeling_maral import MaralConfig, MaralForSpanNER, SentencePrediction, check_span_limits
 from objectives import OBJECTIVES, class_weights_from_counts
-from output_layout import ALL_RESULTS_FILE, PREDICTIONS_FILE
+from output_layout import ALL_RESULTS_FILE, PARTIAL_SUFFIX, PREDICTIONS_FILE, ROUNDS_FOLDER, TEACHER_STAGE
 from self_training_maral import SelfTrainingPipeline
-from trainer_maral import MaralTrainer, MaralTrainingArguments
+from trainer_maral import (
+    MaralTrainer,
+    MaralTrainingArguments,
+    check_checkpoint,
+    checkpoint_to_resume,
+    last_complete_checkpoint,
+    resume_request,
+)
 
 logger = logging.getLogger("run_xner")
 
@@ -172,15 +179,41 @@ def parse_arguments(argv: list[str] | None = None):
 
 
 def check_output_dir(training_args: MaralTrainingArguments, run_args: RunArguments) -> None:
-    """Refuses to train into a folder that already holds results, unless told to."""
+    """Refuses to train into a folder that already holds results, unless told to: `--overwrite_output_dir`, or
+    `--resume_from_checkpoint` when the folder holds what it resumes (a checkpoint of a single-stage run, the stages
+    of a self-training run); an explicit checkpoint of a single-stage run is checked here, before training."""
     output_dir = Path(training_args.output_dir)
-    if not training_args.do_train or training_args.resume_from_checkpoint or run_args.overwrite_output_dir:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"--output_dir {output_dir} is a file, not a folder: choose another --output_dir.")
+    request = resume_request(training_args.resume_from_checkpoint)
+    if isinstance(request, str) and training_args.do_train and not OBJECTIVES[training_args.method].self_training:
+        check_checkpoint(request)
+    if not training_args.do_train or run_args.overwrite_output_dir:
         return
-    if output_dir.is_dir() and any(output_dir.iterdir()):
-        raise ValueError(
-            f"Output directory {output_dir} already exists and is not empty. Pass --overwrite_output_dir to train "
-            "into it anyway, --resume_from_checkpoint to continue a run, or choose another --output_dir."
-        )
+    if not (output_dir.is_dir() and any(output_dir.iterdir())):
+        return
+    if request is not None and resumes_in(output_dir, request, OBJECTIVES[training_args.method].self_training):
+        return
+    reason = (
+        " and holds nothing that --resume_from_checkpoint can resume (a complete checkpoint or a self-training stage)"
+        if request is not None
+        else ""
+    )
+    raise ValueError(
+        f"Output directory {output_dir} already exists and is not empty{reason}. Pass --overwrite_output_dir to train "
+        "into it anyway, --resume_from_checkpoint to continue a run, or choose another --output_dir."
+    )
+
+
+def resumes_in(output_dir: Path, request: str | bool, self_training: bool) -> bool:
+    """Whether a `--resume_from_checkpoint` request continues the run of `output_dir` (only that lets a rerun
+    write into the non-empty folder)."""
+    if isinstance(request, str):
+        return output_dir.resolve() in Path(request).resolve().parents
+    if self_training:
+        stages = (TEACHER_STAGE, TEACHER_STAGE + PARTIAL_SUFFIX, ROUNDS_FOLDER)
+        return any((output_dir / name).is_dir() for name in stages)
+    return last_complete_checkpoint(output_dir) is not None
 
 
 def load_datasets(data_args: DataArguments, labels: list[str]) -> dict[str, Any]:
@@ -421,7 +454,9 @@ def train(
             class_weights=class_weights,
             processing_class=model.tokenizer,
         )
-        metrics = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint).metrics
+        request = resume_request(training_args.resume_from_checkpoint)
+        checkpoint = checkpoint_to_resume(request, training_args.output_dir)
+        metrics = trainer.train(resume_from_checkpoint=checkpoint).metrics
         model = trainer.model
         if training_args.should_save:
             trainer.save_state()

@@ -14,6 +14,7 @@ import torch
 
 from evaluation_maral import precision_recall_f1, span_f1_counts
 from modeling_maral import SentencePrediction, decode_span_indices, decode_spans
+from output_layout import save_atomically
 
 from .base import TrainingObjective, batch_to_device, model_inputs, unwrap_model
 from .distributed import all_gather_rows, all_reduce_sum, process_rank_and_count
@@ -222,9 +223,7 @@ class PseudoLabelStore:
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes the store atomically (temporary file, then rename)."""
-        temporary = f"{path}.tmp"
-        torch.save(self.state_dict(), temporary)
-        os.replace(temporary, path)
+        save_atomically(self.state_dict(), path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> PseudoLabelStore:
