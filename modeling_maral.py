@@ -22,9 +22,11 @@ subword-width bucket embedding, a word-length embedding and summed per-word morp
 from __future__ import annotations
 
 import functools
+import json
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,6 +49,8 @@ DEFAULT_MAX_SEQ_LENGTH = 128
 PREDICTION_HEADS = ("mlp", "vmf")
 # Keys of a loaded nested config that must never reach a loader (remote-code and hub-resolution keys).
 UNSAFE_ENCODER_CONFIG_KEYS = ("trust_remote_code", "auto_map", "_name_or_path", "name_or_path", "custom_pipelines")
+# Keys of a saved tokenizer_config.json that would make a loader fetch code or resolve the source's path.
+UNSAFE_TOKENIZER_KEYS = ("trust_remote_code", "auto_map", "name_or_path", "_name_or_path")
 # Batch keys consumed by `MaralForSpanNER.forward`; collators may add others (labels, word indices, ids).
 MODEL_INPUT_NAMES = (
     "input_ids",
@@ -176,6 +180,16 @@ class MaralConfig(PretrainedConfig):
         self.target_language = target_language
         self.maral_version = kwargs.pop("maral_version", __version__)
         super().__init__(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as saved: the nested encoder config without remote-code keys or the local path it was
+        loaded from (`UNSAFE_ENCODER_CONFIG_KEYS`), whatever the encoder's own config.json held."""
+        output = super().to_dict()
+        if isinstance(output.get("encoder_config"), dict):
+            output["encoder_config"] = {
+                key: value for key, value in output["encoder_config"].items() if key not in UNSAFE_ENCODER_CONFIG_KEYS
+            }
+        return output
 
     @property
     def span_representation_size(self) -> int:
@@ -859,6 +873,7 @@ class MaralForSpanNER(MaralPreTrainedModel):
                 )
         if tokenizer is not None:
             tokenizer.save_pretrained(save_directory)
+            drop_untrusted_tokenizer_keys(Path(save_directory))
 
     # -- forward ------------------------------------------------------------------------------------------------
 
@@ -1190,6 +1205,18 @@ def _normalize_predict_inputs(inputs, is_split_into_words: bool):
             raise ValueError(f"inputs[{index}] is empty: pass text with at least one word.")
         sentences.append((words, offsets, text))
     return single, sentences
+
+
+def drop_untrusted_tokenizer_keys(directory: Path) -> None:
+    """Removes remote-code keys (`UNSAFE_TOKENIZER_KEYS`) that a loaded tokenizer carried over from its source into
+    the saved `tokenizer_config.json`: the saved model never points a loader at someone else's code."""
+    config_file = directory / "tokenizer_config.json"
+    if not config_file.is_file():
+        return
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    if any(key in config for key in UNSAFE_TOKENIZER_KEYS):
+        safe = {key: value for key, value in config.items() if key not in UNSAFE_TOKENIZER_KEYS}
+        config_file.write_text(json.dumps(safe, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def build_encoder(encoder_config: PretrainedConfig) -> PreTrainedModel:

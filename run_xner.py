@@ -394,11 +394,13 @@ def results_table(results: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def take_over_push(training_args: MaralTrainingArguments) -> bool:
+def take_over_push(training_args: MaralTrainingArguments) -> tuple[bool, str | None]:
     """`--push_to_hub` is done once at the end of the run (card, then one commit), never by `Trainer`, which would
-    push at every save with a generic card. Returns the flag and clears it in `training_args`."""
+    push at every save with a generic card. Returns the flag and `--hub_token`, and clears both in `training_args`,
+    so that the token never reaches a file the run writes (`training_args.bin`, checkpoints, the card)."""
     push, training_args.push_to_hub = training_args.push_to_hub, False
-    return push
+    token, training_args.hub_token = training_args.hub_token, None
+    return push, token
 
 
 def write_results(output_dir: Path, split: str, metrics: dict[str, float]) -> None:
@@ -488,7 +490,7 @@ def evaluate_and_predict(
 def main(argv: list[str] | None = None) -> dict[str, float]:
     argv = sys.argv[1:] if argv is None else list(argv)
     model_args, data_args, training_args, run_args = parse_arguments(argv)
-    push_model = take_over_push(training_args)
+    push_model, hub_token = take_over_push(training_args)
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, stream=sys.stdout
     )
@@ -529,7 +531,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if training_args.should_save:
         arguments = (model_args, data_args, training_args, run_args)
         write_run_card(output_dir, argv, arguments, datasets, labels)
-        publish_run(output_dir, arguments, datasets, labels, push_model)
+        publish_run(output_dir, arguments, datasets, labels, push_model, token=hub_token)
     return all_results
 
 
