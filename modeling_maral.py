@@ -1067,6 +1067,8 @@ class MaralForSpanNER(MaralPreTrainedModel):
             One [`SentencePrediction`] per sentence (entities with word indices, plus every kept span's
             probabilities).
         """
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"`batch_size` must be a positive number of sentences; got {batch_size!r}.")
         decoding = decoding or self.config.decoding
         was_training = self.training
         self.eval()

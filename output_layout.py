@@ -31,9 +31,47 @@ SELF_TRAINING_LOG = "self_training_log.jsonl"
 PREDICTIONS_FILE = "predictions.jsonl"
 """The entities of every target test sentence."""
 ALL_RESULTS_FILE = "all_results.json"
+CARD_FILE = "README.md"
+RESULT_FILES = (
+    ALL_RESULTS_FILE,
+    "train_results.json",
+    "eval_results.json",
+    "predict_results.json",
+    PREDICTIONS_FILE,
+    CARD_FILE,
+    SELF_TRAINING_LOG,
+    "trainer_state.json",
+)
+"""What a run reports (and its card reads): removed by `--overwrite_output_dir` before a new run writes its own."""
 TEACHER_STAGE = "teacher"
 ROUNDS_FOLDER = "rounds"
 PARTIAL_SUFFIX = ".partial"
+STAGE_FOLDERS = (TEACHER_STAGE, TEACHER_STAGE + PARTIAL_SUFFIX, ROUNDS_FOLDER)
+"""The top-level folders of the self-training stages (finished or not) in an output folder."""
+
+
+class UnreadableFileError(ValueError):
+    """A saved state file that cannot be read (truncated, overwritten, not written by maral-xner)."""
+
+
+def load_saved_state(path: str | os.PathLike, what: str) -> Any:
+    """`torch.load(path, weights_only=True)` (never runs pickled code).
+
+    Raises:
+        UnreadableFileError: naming the file and what it should hold, for a damaged file or one with pickled code.
+    """
+    import torch
+
+    try:
+        return torch.load(path, weights_only=True)
+    except FileNotFoundError:
+        raise UnreadableFileError(f"{path}: missing; it should hold {what}.") from None
+    except Exception as error:  # noqa: BLE001 - torch raises many types for a damaged file
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UnreadableFileError(
+            f"{path}: cannot be read as {what} ({type(error).__name__}: {reason}); the file is damaged or was not "
+            "written by maral-xner. Remove the folder that holds it so that it is produced again."
+        ) from None
 
 
 def save_atomically(state: Any, path: str | os.PathLike) -> None:

@@ -20,16 +20,19 @@ the end of the run, and `--push_dataset_to_hub user/data` the run's span data as
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-import os
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import transformers
+from safetensors import safe_open
 from transformers import HfArgumentParser, set_seed
 from transformers.trainer import TRAINING_ARGS_NAME
 
@@ -43,16 +46,27 @@ from data_loading import (
 )
 from data_loading.collator import entity_coverage, warn_about_unreachable_entities
 from evaluation_maral import evaluate_datasets, evaluate_model, flatten_metrics
+from model_cards.publish import weight_files
 from model_cards.run import publish_run, write_run_card
-from modeling_maral import MaralConfig, MaralForSpanNER, SentencePrediction, check_span_limits
+from modeling_maral import DECODING_MODES, MaralConfig, MaralForSpanNER, SentencePrediction, check_span_limits
 from objectives import OBJECTIVES, class_weights_from_counts
-from output_layout import ALL_RESULTS_FILE, PARTIAL_SUFFIX, PREDICTIONS_FILE, ROUNDS_FOLDER, TEACHER_STAGE
+from objectives.settings import SettingCheck, is_positive, is_probability_below_one, validate_settings
+from output_layout import (
+    ALL_RESULTS_FILE,
+    PARTIAL_SUFFIX,
+    PREDICTIONS_FILE,
+    RESULT_FILES,
+    ROUNDS_FOLDER,
+    STAGE_FOLDERS,
+)
+from run_config import read_config_file, typed_config
 from self_training_maral import SelfTrainingPipeline
 from trainer_maral import (
     MaralTrainer,
     MaralTrainingArguments,
     check_checkpoint,
     checkpoint_to_resume,
+    checkpoints_in,
     last_complete_checkpoint,
     resume_request,
 )
@@ -95,6 +109,21 @@ class ModelArguments:
     vmf_clip_gradient: bool = field(
         default=True, metadata={"help": "Clip the Bessel ratio of the vMF gradient at 1, as the reference code."}
     )
+
+    checks: ClassVar[tuple[SettingCheck, ...]] = (
+        SettingCheck(
+            "encoder_dropout", lambda value: value is None or is_probability_below_one(value), "must be in [0, 1)"
+        ),
+        SettingCheck("classifier_dropout", is_probability_below_one, "must be in [0, 1)"),
+        SettingCheck(
+            "decoding", lambda value: value is None or value in DECODING_MODES, "must be greedy, legacy or none"
+        ),
+        SettingCheck("projection_dim", lambda value: value >= 1, "must be >= 1"),
+        SettingCheck("contrastive_temperature", is_positive, "must be a number > 0"),
+    )
+
+    def __post_init__(self) -> None:
+        validate_settings(self)
 
 
 @dataclass
@@ -142,17 +171,33 @@ class DataArguments:
     source_language: str | None = field(default=None, metadata={"help": "Source language code (e.g. en)."})
     target_language: str | None = field(default=None, metadata={"help": "Target language code (e.g. de)."})
 
+    checks: ClassVar[tuple[SettingCheck, ...]] = tuple(
+        SettingCheck(name, lambda value: value is None or value >= 1, "must be a positive number of sentences")
+        for name in ("max_train_samples", "max_eval_samples", "max_predict_samples", "max_unlabeled_samples")
+    ) + (SettingCheck("code_switch_rate", lambda value: 0 <= value <= 1, "must be in [0, 1]"),)
+
     def __post_init__(self) -> None:
         check_span_limits(self.max_span_width, self.max_seq_length, flag_prefix="--")
-        for name in ("max_train_samples", "max_eval_samples", "max_predict_samples", "max_unlabeled_samples"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"`--{name}` must be a positive number of sentences; got {value}.")
+        validate_settings(self)
 
     def label_list(self) -> list[str] | None:
+        """`--labels` as a list with `O` first (it may be left out); None when not given.
+
+        Raises:
+            ValueError: naming `--labels` when `O` is not first, a label repeats, or no entity type is named.
+        """
         if self.labels is None:
             return None
-        return [label.strip() for label in self.labels.split(",") if label.strip()]
+        given = [label.strip() for label in self.labels.split(",") if label.strip()]
+        if "O" in given[1:]:
+            raise ValueError(f"`--labels {self.labels}`: O (no entity) must come first, or be left out.")
+        repeated = sorted({label for label in given if given.count(label) > 1})
+        if repeated:
+            raise ValueError(f"`--labels {self.labels}`: {', '.join(repeated)} given more than once.")
+        labels = given if given[:1] == ["O"] else ["O", *given]
+        if len(labels) == 1:
+            raise ValueError(f"`--labels {self.labels}` names no entity type: give at least one (e.g. O,PER,LOC).")
+        return labels
 
 
 @dataclass
@@ -167,14 +212,17 @@ class RunArguments:
     )
 
 
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, MaralTrainingArguments, RunArguments)
+
+
 def parse_arguments(argv: list[str] | None = None):
-    """Parses CLI flags, or a single `.json`/`.yaml` file holding all arguments."""
-    parser = HfArgumentParser((ModelArguments, DataArguments, MaralTrainingArguments, RunArguments))
+    """Parses CLI flags, or a single `.json`/`.yaml` file holding all arguments (typed against the fields, see
+    `run_config.typed_config`)."""
+    parser = HfArgumentParser(ARGUMENT_CLASSES)
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        return parser.parse_yaml_file(yaml_file=os.path.abspath(argv[0]))
+    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
+        settings = typed_config(read_config_file(argv[0]), ARGUMENT_CLASSES, argv[0])
+        return parser.parse_dict(settings)
     return parser.parse_args_into_dataclasses(args=argv)
 
 
@@ -211,9 +259,53 @@ def resumes_in(output_dir: Path, request: str | bool, self_training: bool) -> bo
     if isinstance(request, str):
         return output_dir.resolve() in Path(request).resolve().parents
     if self_training:
-        stages = (TEACHER_STAGE, TEACHER_STAGE + PARTIAL_SUFFIX, ROUNDS_FOLDER)
-        return any((output_dir / name).is_dir() for name in stages)
+        return any((output_dir / name).is_dir() for name in STAGE_FOLDERS)
     return last_complete_checkpoint(output_dir) is not None
+
+
+def prepare_output_dir(output_dir: Path) -> None:
+    """Creates `--output_dir` and checks that files can be written into it, before any training.
+
+    Raises:
+        ValueError: naming `--output_dir` when it cannot be created or written to.
+    """
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"--output_dir {output_dir} is not writable ({error.strerror or error}): choose another --output_dir or "
+            "fix its permissions."
+        ) from None
+
+
+def remove_previous_outputs(output_dir: Path, training_args: MaralTrainingArguments) -> None:
+    """`--overwrite_output_dir`: removes what an earlier run reported (results, predictions, the card, logs), its
+    checkpoints unless this run resumes one, and the stage folders this run does not reuse (all of them for a
+    single-stage method, rounds past `--self_training_rounds` for a self-training one)."""
+    if not output_dir.is_dir():
+        return
+    stale = [output_dir / name for name in RESULT_FILES]
+    if resume_request(training_args.resume_from_checkpoint) is None:
+        stale += checkpoints_in(output_dir)
+    if not OBJECTIVES[training_args.method].self_training:
+        stale += [output_dir / name for name in STAGE_FOLDERS]
+    else:
+        last = training_args.self_training_rounds
+        stale += [
+            path
+            for path in (output_dir / ROUNDS_FOLDER).glob("round_*")
+            if (step := path.name.removeprefix("round_").removesuffix(PARTIAL_SUFFIX)).isdigit() and int(step) > last
+        ]
+    for path in stale:
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        else:
+            continue
+        logger.info("--overwrite_output_dir: removed %s of an earlier run.", path)
 
 
 def load_datasets(data_args: DataArguments, labels: list[str]) -> dict[str, Any]:
@@ -255,8 +347,6 @@ def load_code_switched(
 def resolve_labels(data_args: DataArguments, model_args: ModelArguments) -> list[str]:
     """Labels from `--labels`, else from a trained model's config, else inferred from the source training file."""
     given = data_args.label_list()
-    if given is not None and given[:1] != ["O"]:
-        given = ["O", *given]  # "O" is optional on the command line: compare and use the normalised list
     trained = trained_model_labels(model_args.model_name_or_path)
     if given is not None and trained is not None and given != trained:
         raise ValueError(
@@ -268,16 +358,98 @@ def resolve_labels(data_args: DataArguments, model_args: ModelArguments) -> list
         return trained
     if data_args.source_train_file is None:
         raise ValueError("Pass --labels or --source_train_file so that the label set is known.")
-    return infer_labels(data_args.source_train_file)
+    labels = infer_labels(data_args.source_train_file)
+    if len(labels) == 1:
+        raise ValueError(
+            f"--source_train_file {data_args.source_train_file} has no entity spans: the label set would be only O, "
+            "and nothing could be learned. Pass a file with entities (and --labels to fix the label set)."
+        )
+    return labels
 
 
 def trained_model_labels(model_name_or_path: str) -> list[str] | None:
-    """The labels of a trained MARAL model, or None when the path is a plain encoder."""
+    """The labels of a trained MARAL model (checked with `check_trained_model`), or None when the path is not a
+    local folder holding one (a plain encoder, a Hub id)."""
     config_file = Path(model_name_or_path) / "config.json"
     if not config_file.is_file():
         return None
-    config = json.loads(config_file.read_text(encoding="utf-8"))
-    return config.get("labels") if config.get("model_type") == MaralConfig.model_type else None
+    if read_config_file(config_file).get("model_type") != MaralConfig.model_type:
+        return None
+    return check_trained_model(model_name_or_path, "--model_name_or_path")["labels"]
+
+
+def check_trained_model(path: str, flag: str) -> dict[str, Any]:
+    """Checks that `path` holds a loadable MARAL span model and returns its config.
+
+    Raises:
+        ValueError: naming `flag` (and the file) when the folder is missing or empty, holds another kind of model,
+            or has a config.json with a value of the wrong type or damaged (e.g. truncated) weights.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ValueError(f"{flag} {path}: {'not a folder' if folder.exists() else 'no such folder'}.")
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise ValueError(
+            f"{flag} {path} holds no saved model (no config.json): pass a folder written by run_xner.py, e.g. "
+            "<output_dir>/teacher."
+        )
+    config = read_config_file(config_file)
+    if config.get("model_type") != MaralConfig.model_type:
+        raise ValueError(
+            f"{flag} {path} is not a MARAL span model ({config_file} has model_type {config.get('model_type')!r}): "
+            "pass a folder written by run_xner.py; a plain encoder goes to --model_name_or_path."
+        )
+    typed_config(
+        {key: value for key, value in config.items() if key in MARAL_CONFIG_FIELDS}, [MaralConfigFields], config_file
+    )
+    check_weights(folder, flag)
+    return config
+
+
+@dataclass
+class MaralConfigFields:
+    """The typed keys of a MARAL config.json (`MaralConfig`'s arguments), for `typed_config`."""
+
+    labels: list[str] | None = None
+    max_span_width: int = 4
+    max_seq_length: int = 128
+    num_width_buckets: int = 4
+    width_embedding_dim: int = 50
+    length_embedding_dim: int = 100
+    morphology_embedding_dim: int = 100
+    classifier_dropout: float = 0.2
+    projection_dim: int = 64
+    contrastive_temperature: float = 0.07
+    prediction_head: str = "mlp"
+    decoding: str = "greedy"
+    vmf_kappa_max: float = 1e5
+    vmf_legacy_bessel: bool = False
+    vmf_clip_gradient: bool = True
+    use_mlm_head: bool = True
+    encoder_config: dict | None = None
+
+
+MARAL_CONFIG_FIELDS = frozenset(field.name for field in dataclasses.fields(MaralConfigFields))
+
+
+def check_weights(folder: Path, flag: str) -> None:
+    """Opens the header of every weights file of a saved model (cheap), so that a truncated file is refused by name
+    before any training."""
+    names = weight_files(folder)
+    if not names:
+        raise ValueError(f"{flag} {folder}: no model.safetensors (or shards of its index) in the folder.")
+    for name in names:
+        if not name.endswith(".safetensors"):
+            continue
+        try:
+            with safe_open(str(folder / name), framework="pt"):
+                pass
+        except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
+            raise ValueError(
+                f"{flag}: {folder / name} is damaged ({error}): the file is truncated or not safetensors. Save or "
+                "train that model again."
+            ) from None
 
 
 def build_model(
@@ -289,6 +461,7 @@ def build_model(
         model_args.model_name_or_path if trained_model_labels(model_args.model_name_or_path) is not None else None
     )
     if init_path is not None:
+        check_trained_model(init_path, "the trained model")
         model = MaralForSpanNER.from_pretrained(init_path)
         check_labels_match(model.config.labels, labels, init_path)
         apply_inference_settings(model, model_args, data_args, init_path)
@@ -496,6 +669,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     transformers.utils.logging.set_verbosity_warning()
     check_output_dir(training_args, run_args)
+    if training_args.do_train and training_args.teacher_checkpoint and OBJECTIVES[training_args.method].self_training:
+        check_trained_model(training_args.teacher_checkpoint, "--teacher_checkpoint")
     set_seed(training_args.seed)
 
     labels = resolve_labels(data_args, model_args)
@@ -506,7 +681,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         raise ValueError("--do_train needs --source_train_file.")
 
     if training_args.should_save:
-        Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
+        if run_args.overwrite_output_dir:
+            remove_previous_outputs(Path(training_args.output_dir), training_args)
+        prepare_output_dir(Path(training_args.output_dir))
     results: dict[str, dict[str, float]] = {}
     if training_args.do_train:
         model, results["train"] = train(

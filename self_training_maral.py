@@ -313,7 +313,11 @@ class SelfTrainingPipeline:
             logger.info("Stage %s: training in %s", relative, partial)
         else:
             logger.info("Stage %s: resuming from %s", relative, checkpoint)
-        metrics = train(partial, checkpoint)
+        try:
+            metrics = train(partial, checkpoint)
+        except BaseException:
+            self._discard_if_unresumable(partial)
+            raise
         if self.is_main_process:
             for leftover in partial.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
                 shutil.rmtree(leftover)
@@ -326,6 +330,15 @@ class SelfTrainingPipeline:
             os.replace(partial, final)
         wait_for_all_processes()
         return final
+
+    def _discard_if_unresumable(self, partial: Path) -> None:
+        """After a failed stage, removes its `.partial` folder when it holds no complete checkpoint to resume, so
+        that the output folder is as before and a corrected rerun is not refused."""
+        if self.is_main_process and partial.is_dir() and last_complete_checkpoint(partial) is None:
+            shutil.rmtree(partial, ignore_errors=True)
+            for folder in (partial.parent, self.output_dir):
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
 
     @property
     def is_main_process(self) -> bool:

@@ -22,6 +22,7 @@ import logging
 import math
 import re
 import shutil
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,8 +52,15 @@ from objectives import (
     methods,
 )
 from objectives.distributed import account_for_every_forward_pass, process_rank_and_count, wait_for_all_processes
-from objectives.settings import SettingCheck, help_text, validate_settings
-from output_layout import TRAINER_STATE_FILE, save_atomically
+from objectives.settings import (
+    SettingCheck,
+    help_text,
+    is_non_negative,
+    is_positive,
+    unused_settings,
+    validate_settings,
+)
+from output_layout import TRAINER_STATE_FILE, load_saved_state, save_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -99,12 +107,28 @@ class MaralTrainingArguments(
         SettingCheck(
             "eval_decoding", lambda value: value is None or value in DECODING_MODES, "must be greedy, legacy or none"
         ),
-        SettingCheck("head_learning_rate", lambda value: value is None or value > 0, "must be > 0"),
+        SettingCheck("head_learning_rate", lambda value: value is None or is_positive(value), "must be > 0"),
+        SettingCheck("learning_rate", is_positive, "must be a number > 0"),
+        SettingCheck("per_device_train_batch_size", lambda value: value >= 1, "must be >= 1"),
+        SettingCheck("per_device_eval_batch_size", lambda value: value >= 1, "must be >= 1"),
+        SettingCheck("gradient_accumulation_steps", lambda value: value >= 1, "must be >= 1"),
+        SettingCheck("target_batch_size", lambda value: value is None or value >= 1, "must be >= 1"),
+        SettingCheck(
+            "num_train_epochs",
+            is_positive,
+            "must be > 0 to train (or give --max_steps)",
+            applies=lambda settings: settings.do_train and settings.max_steps <= 0,
+        ),
+        SettingCheck("weight_decay", is_non_negative, "must be a number >= 0"),
+        SettingCheck("max_grad_norm", lambda value: value is None or is_non_negative(value), "must be >= 0"),
     )
 
     def __post_init__(self) -> None:
+        validate_settings(self)  # before `TrainingArguments` reads them
+        for name, readers in unused_settings(self, self.method):
+            message = f"`--{name}` is a setting of {', '.join(readers)}; --method {self.method} does not use it."
+            warnings.warn(message, UserWarning, stacklevel=2)
         super().__post_init__()
-        validate_settings(self)
         if self.student_init is None:
             self.student_init = OBJECTIVES[self.method].default_student_init
         # Span batches carry custom keys: keep every column and name the label key explicitly.
@@ -450,7 +474,7 @@ class MaralTrainer(Trainer):
         check_checkpoint(resume_from_checkpoint)
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         state_path = Path(resume_from_checkpoint) / TRAINER_STATE_FILE
-        self.load_trainer_state_dict(torch.load(state_path, weights_only=True))
+        self.load_trainer_state_dict(load_saved_state(state_path, "the objective's checkpoint state"))
 
     def trainer_state_dict(self) -> dict[str, Any]:
         """Objective and target-stream state (saved next to every checkpoint)."""

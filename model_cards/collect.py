@@ -294,11 +294,7 @@ def widget_sentences(
 
 
 def load_run_config(path: str | Path) -> dict[str, Any]:
-    """The arguments of a run from its `.json`/`.yaml` config file."""
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
+    """The arguments of a run from its `.json`/`.yaml` config file (errors name the file)."""
+    from run_config import read_config_file
 
-        return yaml.safe_load(text) or {}
-    return json.loads(text)
+    return read_config_file(path)

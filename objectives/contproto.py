@@ -49,6 +49,7 @@ class ContProtoSettings:
         default=0.0, metadata=help_text("Weight of ContProto's symmetric-KL consistency between the two views.")
     )
 
+    methods: ClassVar[tuple[str, ...]] = ("contproto",)
     checks: ClassVar[tuple[SettingCheck, ...]] = (
         SettingCheck("contproto_prototype_momentum", lambda value: 0 <= value < 1, "must be in [0, 1)"),
         SettingCheck("contproto_warmup_epochs", lambda value: value >= 0, "must be >= 0"),

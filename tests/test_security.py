@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ import transformers
 from model_cards.collect import pseudo_label_statistics
 from modeling_maral import MaralConfig, MaralForSpanNER
 from objectives import PseudoLabelStore
+from output_layout import UnreadableFileError
 from tests.tiny_models import TINY_LABELS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +75,7 @@ def test_pickled_code_in_pseudo_labels_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "pseudo_labels.pt"
     torch.save({"probabilities": Payload(marker)}, path)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(UnreadableFileError, match=r"pseudo_labels.pt: cannot be read as a pseudo-label store"):
         PseudoLabelStore.load(path)
     assert pseudo_label_statistics(path, list(TINY_LABELS)) is None  # the model card skips an unreadable store
     assert not marker.exists()
