@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import math
 import re
 import shutil
@@ -59,6 +60,8 @@ PIPELINE_TASK = "maral-ner"
 PIPELINE_TASKS = (PIPELINE_TASK, "token-classification")
 PIPELINE_MODULE = "pipeline_maral"
 PIPELINE_CLASS = "MaralNERPipeline"
+# Keys of a saved tokenizer_config.json that would make a loader fetch code or resolve the source's path.
+UNSAFE_TOKENIZER_KEYS = ("trust_remote_code", "auto_map", "name_or_path", "_name_or_path")
 # Batch keys consumed by `MaralForSpanNER.forward`; collators may add others (labels, word indices, ids).
 MODEL_INPUT_NAMES = (
     "input_ids",
@@ -208,6 +211,16 @@ class MaralConfig(PretrainedConfig):
         if "custom_pipelines" in kwargs:
             kwargs["custom_pipelines"] = _without_installed_pipelines(kwargs["custom_pipelines"])
         super().__init__(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as saved: the nested encoder config without remote-code keys or the local path it was
+        loaded from (`UNSAFE_ENCODER_CONFIG_KEYS`), whatever the encoder's own config.json held."""
+        output = super().to_dict()
+        if isinstance(output.get("encoder_config"), dict):
+            output["encoder_config"] = {
+                key: value for key, value in output["encoder_config"].items() if key not in UNSAFE_ENCODER_CONFIG_KEYS
+            }
+        return output
 
     @property
     def span_representation_size(self) -> int:
@@ -811,6 +824,7 @@ class SpanPredictionMixin:
             One [`SentencePrediction`] per sentence (entities with word indices, plus every kept span's
             probabilities).
         """
+        _check_batch_size(batch_size)
         with self.prediction_context():
             return self._predict_sentences(
                 batch_words, batch_size, decoding or self.config.decoding, threshold, show_progress_bar
@@ -858,6 +872,7 @@ class SpanPredictionMixin:
             [{'text': 'Angela Merkel', 'label': 'PER', 'score': 0.98, 'start': 0, 'end': 13, 'word_start': 0,
               'word_end': 1}, {'text': 'Paris', 'label': 'LOC', ...}]
         """
+        _check_batch_size(batch_size)
         single, texts = _normalize_predict_inputs(inputs, is_split_into_words)
         with self.prediction_context():
             entities = self._predict_texts(
@@ -1305,6 +1320,7 @@ class MaralForSpanNER(MaralPreTrainedModel, SpanPredictionMixin):
                 )
         if tokenizer is not None:
             tokenizer.save_pretrained(save_directory)
+            drop_untrusted_tokenizer_keys(Path(save_directory))
 
     def _save_pipeline_file(self, save_directory: Path) -> None:
         source = Path(__file__).with_name(f"{PIPELINE_MODULE}.py")
@@ -1328,18 +1344,19 @@ class MaralForSpanNER(MaralPreTrainedModel, SpanPredictionMixin):
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
-        span_token_starts: torch.Tensor,
-        span_token_ends: torch.Tensor,
-        span_word_lengths: torch.Tensor,
-        span_morph_ids: torch.Tensor,
-        span_mask: torch.Tensor,
+        span_token_starts: torch.Tensor | None = None,
+        span_token_ends: torch.Tensor | None = None,
+        span_word_lengths: torch.Tensor | None = None,
+        span_morph_ids: torch.Tensor | None = None,
+        span_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         class_weights: torch.Tensor | None = None,
         return_projections: bool = True,
         return_sentence_embeddings: bool = False,
+        mlm_labels: torch.Tensor | None = None,
         **unused: Any,
     ) -> MaralSpanNEROutput:
-        """Scores every span of the batch.
+        """Scores every span of the batch, or (with `mlm_labels`) returns the masked-LM loss of masked text.
 
         Args:
             input_ids, attention_mask: `(batch, seq_len)` subword ids and mask.
@@ -1351,7 +1368,12 @@ class MaralForSpanNER(MaralPreTrainedModel, SpanPredictionMixin):
             class_weights: `(num_labels,)` weights for the loss.
             return_projections: whether to compute the projection head's output.
             return_sentence_embeddings: whether to return the mean-pooled, L2-normalised sentence embeddings.
+            mlm_labels: `(batch, seq_len)` masked-LM targets of the masked `input_ids` (-100 elsewhere). The call then
+                only computes `loss`, the masked-LM cross-entropy (see `mlm_loss`), and needs no span inputs: a
+                training step's MLM pass goes through the same (e.g. DDP-wrapped) forward as its span passes.
         """
+        if mlm_labels is not None:
+            return MaralSpanNEROutput(loss=self.mlm_loss(input_ids, attention_mask, mlm_labels))
         hidden_states = self.encode(input_ids, attention_mask)
         representations = self.dropout(
             self.span_representation(
@@ -1505,6 +1527,23 @@ class MaralForSpanNER(MaralPreTrainedModel, SpanPredictionMixin):
         inputs = {key: batch[key].to(self.device) for key in MODEL_INPUT_NAMES}
         output = self(**inputs, return_projections=self.config.prediction_head == "vmf")
         return self.span_probabilities(output).cpu().numpy()
+
+
+def _check_batch_size(batch_size: Any) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive number of sentences; got {batch_size!r}.")
+
+
+def drop_untrusted_tokenizer_keys(directory: Path) -> None:
+    """Removes remote-code keys (`UNSAFE_TOKENIZER_KEYS`) that a loaded tokenizer carried over from its source into
+    the saved `tokenizer_config.json`: the saved model never points a loader at someone else's code."""
+    config_file = directory / "tokenizer_config.json"
+    if not config_file.is_file():
+        return
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    if any(key in config for key in UNSAFE_TOKENIZER_KEYS):
+        safe = {key: value for key, value in config.items() if key not in UNSAFE_TOKENIZER_KEYS}
+        config_file.write_text(json.dumps(safe, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def build_encoder(encoder_config: PretrainedConfig) -> PreTrainedModel:

@@ -24,14 +24,16 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import transformers
+from safetensors import safe_open
 from transformers import HfArgumentParser, set_seed
 from transformers.trainer import TRAINING_ARGS_NAME
 
@@ -45,6 +47,7 @@ from data_loading import (
 )
 from data_loading.collator import entity_coverage, warn_about_unreachable_entities
 from evaluation_maral import evaluate_datasets, evaluate_model, flatten_metrics
+from model_cards.publish import weight_files
 from model_cards.run import publish_run, write_run_card
 from modeling_maral import (
     DECODING_MODES,
@@ -65,10 +68,27 @@ from objectives import (
     PseudoLabelSettings,
     class_weights_from_counts,
 )
-from output_layout import ALL_RESULTS_FILE, PREDICTIONS_FILE
+from objectives.settings import SettingCheck, is_positive, is_probability_below_one, validate_settings
+from output_layout import (
+    ALL_RESULTS_FILE,
+    PARTIAL_SUFFIX,
+    PREDICTIONS_FILE,
+    RESULT_FILES,
+    ROUNDS_FOLDER,
+    STAGE_FOLDERS,
+)
 from prediction_io import check_predict_file, predict_file, write_predictions
+from run_config import read_config_file, typed_config
 from self_training_maral import SelfTrainingPipeline
-from trainer_maral import MaralTrainer, MaralTrainingArguments
+from trainer_maral import (
+    MaralTrainer,
+    MaralTrainingArguments,
+    check_checkpoint,
+    checkpoint_to_resume,
+    checkpoints_in,
+    last_complete_checkpoint,
+    resume_request,
+)
 
 logger = logging.getLogger("run_xner")
 
@@ -108,6 +128,21 @@ class ModelArguments:
     vmf_clip_gradient: bool = field(
         default=True, metadata={"help": "Clip the Bessel ratio of the vMF gradient at 1, as the reference code."}
     )
+
+    checks: ClassVar[tuple[SettingCheck, ...]] = (
+        SettingCheck(
+            "encoder_dropout", lambda value: value is None or is_probability_below_one(value), "must be in [0, 1)"
+        ),
+        SettingCheck("classifier_dropout", is_probability_below_one, "must be in [0, 1)"),
+        SettingCheck(
+            "decoding", lambda value: value is None or value in DECODING_MODES, "must be greedy, legacy or none"
+        ),
+        SettingCheck("projection_dim", lambda value: value >= 1, "must be >= 1"),
+        SettingCheck("contrastive_temperature", is_positive, "must be a number > 0"),
+    )
+
+    def __post_init__(self) -> None:
+        validate_settings(self)
 
 
 @dataclass
@@ -166,17 +201,33 @@ class DataArguments:
     source_language: str | None = field(default=None, metadata={"help": "Source language code (e.g. en)."})
     target_language: str | None = field(default=None, metadata={"help": "Target language code (e.g. de)."})
 
+    checks: ClassVar[tuple[SettingCheck, ...]] = tuple(
+        SettingCheck(name, lambda value: value is None or value >= 1, "must be a positive number of sentences")
+        for name in ("max_train_samples", "max_eval_samples", "max_predict_samples", "max_unlabeled_samples")
+    ) + (SettingCheck("code_switch_rate", lambda value: 0 <= value <= 1, "must be in [0, 1]"),)
+
     def __post_init__(self) -> None:
         check_span_limits(self.max_span_width, self.max_seq_length, flag_prefix="--")
-        for name in ("max_train_samples", "max_eval_samples", "max_predict_samples", "max_unlabeled_samples"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"`--{name}` must be a positive number of sentences; got {value}.")
+        validate_settings(self)
 
     def label_list(self) -> list[str] | None:
+        """`--labels` as a list with `O` first (it may be left out); None when not given.
+
+        Raises:
+            ValueError: naming `--labels` when `O` is not first, a label repeats, or no entity type is named.
+        """
         if self.labels is None:
             return None
-        return [label.strip() for label in self.labels.split(",") if label.strip()]
+        given = [label.strip() for label in self.labels.split(",") if label.strip()]
+        if "O" in given[1:]:
+            raise ValueError(f"`--labels {self.labels}`: O (no entity) must come first, or be left out.")
+        repeated = sorted({label for label in given if given.count(label) > 1})
+        if repeated:
+            raise ValueError(f"`--labels {self.labels}`: {', '.join(repeated)} given more than once.")
+        labels = given if given[:1] == ["O"] else ["O", *given]
+        if len(labels) == 1:
+            raise ValueError(f"`--labels {self.labels}` names no entity type: give at least one (e.g. O,PER,LOC).")
+        return labels
 
 
 @dataclass
@@ -221,28 +272,29 @@ def group_help(parser: argparse.ArgumentParser) -> None:
     parser._action_groups.append(options)
 
 
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, MaralTrainingArguments, RunArguments)
+
+
 def build_parser() -> HfArgumentParser:
     """The command line of `run_xner.py`: the four argument dataclasses, grouped help, `--version`."""
-    parser = HfArgumentParser(
-        (ModelArguments, DataArguments, MaralTrainingArguments, RunArguments), exit_on_error=False
-    )
+    parser = HfArgumentParser(ARGUMENT_CLASSES, exit_on_error=False)
     parser.add_argument("--version", action="version", version=f"maral-xner {__version__}")
     group_help(parser)
     return parser
 
 
 def parse_arguments(argv: list[str] | None = None):
-    """Parses CLI flags, or a single `.json`/`.yaml` file holding all arguments.
+    """Parses CLI flags, or a single `.json`/`.yaml` file holding all arguments (typed against the fields, see
+    `run_config.typed_config`).
 
     Raises:
         ValueError: for a flag argparse refuses (a value outside its choices, a malformed number), naming the flag.
     """
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        return parser.parse_yaml_file(yaml_file=os.path.abspath(argv[0]))
+    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
+        settings = typed_config(read_config_file(argv[0]), ARGUMENT_CLASSES, argv[0])
+        return parser.parse_dict(settings)
     try:
         return parser.parse_args_into_dataclasses(args=argv)
     except argparse.ArgumentError as error:
@@ -250,15 +302,85 @@ def parse_arguments(argv: list[str] | None = None):
 
 
 def check_output_dir(training_args: MaralTrainingArguments, run_args: RunArguments) -> None:
-    """Refuses to train into a folder that already holds results, unless told to."""
+    """Refuses to train into a folder that already holds results, unless told to: `--overwrite_output_dir`, or
+    `--resume_from_checkpoint` when the folder holds what it resumes (a checkpoint of a single-stage run, the stages
+    of a self-training run); an explicit checkpoint of a single-stage run is checked here, before training."""
     output_dir = Path(training_args.output_dir)
-    if not training_args.do_train or training_args.resume_from_checkpoint or run_args.overwrite_output_dir:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"--output_dir {output_dir} is a file, not a folder: choose another --output_dir.")
+    request = resume_request(training_args.resume_from_checkpoint)
+    if isinstance(request, str) and training_args.do_train and not OBJECTIVES[training_args.method].self_training:
+        check_checkpoint(request)
+    if not training_args.do_train or run_args.overwrite_output_dir:
         return
-    if output_dir.is_dir() and any(output_dir.iterdir()):
+    if not (output_dir.is_dir() and any(output_dir.iterdir())):
+        return
+    if request is not None and resumes_in(output_dir, request, OBJECTIVES[training_args.method].self_training):
+        return
+    reason = (
+        " and holds nothing that --resume_from_checkpoint can resume (a complete checkpoint or a self-training stage)"
+        if request is not None
+        else ""
+    )
+    raise ValueError(
+        f"Output directory {output_dir} already exists and is not empty{reason}. Pass --overwrite_output_dir to train "
+        "into it anyway, --resume_from_checkpoint to continue a run, or choose another --output_dir."
+    )
+
+
+def resumes_in(output_dir: Path, request: str | bool, self_training: bool) -> bool:
+    """Whether a `--resume_from_checkpoint` request continues the run of `output_dir` (only that lets a rerun
+    write into the non-empty folder)."""
+    if isinstance(request, str):
+        return output_dir.resolve() in Path(request).resolve().parents
+    if self_training:
+        return any((output_dir / name).is_dir() for name in STAGE_FOLDERS)
+    return last_complete_checkpoint(output_dir) is not None
+
+
+def prepare_output_dir(output_dir: Path) -> None:
+    """Creates `--output_dir` and checks that files can be written into it, before any training.
+
+    Raises:
+        ValueError: naming `--output_dir` when it cannot be created or written to.
+    """
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir):
+            pass
+    except OSError as error:
         raise ValueError(
-            f"Output directory {output_dir} already exists and is not empty. Pass --overwrite_output_dir to train "
-            "into it anyway, --resume_from_checkpoint to continue a run, or choose another --output_dir."
-        )
+            f"--output_dir {output_dir} is not writable ({error.strerror or error}): choose another --output_dir or "
+            "fix its permissions."
+        ) from None
+
+
+def remove_previous_outputs(output_dir: Path, training_args: MaralTrainingArguments) -> None:
+    """`--overwrite_output_dir`: removes what an earlier run reported (results, predictions, the card, logs), its
+    checkpoints unless this run resumes one, and the stage folders this run does not reuse (all of them for a
+    single-stage method, rounds past `--self_training_rounds` for a self-training one)."""
+    if not output_dir.is_dir():
+        return
+    stale = [output_dir / name for name in RESULT_FILES]
+    if resume_request(training_args.resume_from_checkpoint) is None:
+        stale += checkpoints_in(output_dir)
+    if not OBJECTIVES[training_args.method].self_training:
+        stale += [output_dir / name for name in STAGE_FOLDERS]
+    else:
+        last = training_args.self_training_rounds
+        stale += [
+            path
+            for path in (output_dir / ROUNDS_FOLDER).glob("round_*")
+            if (step := path.name.removeprefix("round_").removesuffix(PARTIAL_SUFFIX)).isdigit() and int(step) > last
+        ]
+    for path in stale:
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        else:
+            continue
+        logger.info("--overwrite_output_dir: removed %s of an earlier run.", path)
 
 
 def load_datasets(data_args: DataArguments, labels: list[str]) -> dict[str, Any]:
@@ -300,8 +422,6 @@ def load_code_switched(
 def resolve_labels(data_args: DataArguments, model_args: ModelArguments) -> list[str]:
     """Labels from `--labels`, else from a trained model's config, else inferred from the source training file."""
     given = data_args.label_list()
-    if given is not None and given[:1] != ["O"]:
-        given = ["O", *given]  # "O" is optional on the command line: compare and use the normalised list
     trained = trained_model_labels(model_args.model_name_or_path)
     if given is not None and trained is not None and given != trained:
         raise ValueError(
@@ -313,16 +433,98 @@ def resolve_labels(data_args: DataArguments, model_args: ModelArguments) -> list
         return trained
     if data_args.source_train_file is None:
         raise ValueError("Pass --labels or --source_train_file so that the label set is known.")
-    return infer_labels(data_args.source_train_file)
+    labels = infer_labels(data_args.source_train_file)
+    if len(labels) == 1:
+        raise ValueError(
+            f"--source_train_file {data_args.source_train_file} has no entity spans: the label set would be only O, "
+            "and nothing could be learned. Pass a file with entities (and --labels to fix the label set)."
+        )
+    return labels
 
 
 def trained_model_labels(model_name_or_path: str) -> list[str] | None:
-    """The labels of a trained MARAL model, or None when the path is a plain encoder."""
+    """The labels of a trained MARAL model (checked with `check_trained_model`), or None when the path is not a
+    local folder holding one (a plain encoder, a Hub id)."""
     config_file = Path(model_name_or_path) / "config.json"
     if not config_file.is_file():
         return None
-    config = json.loads(config_file.read_text(encoding="utf-8"))
-    return config.get("labels") if config.get("model_type") == MaralConfig.model_type else None
+    if read_config_file(config_file).get("model_type") != MaralConfig.model_type:
+        return None
+    return check_trained_model(model_name_or_path, "--model_name_or_path")["labels"]
+
+
+def check_trained_model(path: str, flag: str) -> dict[str, Any]:
+    """Checks that `path` holds a loadable MARAL span model and returns its config.
+
+    Raises:
+        ValueError: naming `flag` (and the file) when the folder is missing or empty, holds another kind of model,
+            or has a config.json with a value of the wrong type or damaged (e.g. truncated) weights.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ValueError(f"{flag} {path}: {'not a folder' if folder.exists() else 'no such folder'}.")
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise ValueError(
+            f"{flag} {path} holds no saved model (no config.json): pass a folder written by run_xner.py, e.g. "
+            "<output_dir>/teacher."
+        )
+    config = read_config_file(config_file)
+    if config.get("model_type") != MaralConfig.model_type:
+        raise ValueError(
+            f"{flag} {path} is not a MARAL span model ({config_file} has model_type {config.get('model_type')!r}): "
+            "pass a folder written by run_xner.py; a plain encoder goes to --model_name_or_path."
+        )
+    typed_config(
+        {key: value for key, value in config.items() if key in MARAL_CONFIG_FIELDS}, [MaralConfigFields], config_file
+    )
+    check_weights(folder, flag)
+    return config
+
+
+@dataclass
+class MaralConfigFields:
+    """The typed keys of a MARAL config.json (`MaralConfig`'s arguments), for `typed_config`."""
+
+    labels: list[str] | None = None
+    max_span_width: int = 4
+    max_seq_length: int = 128
+    num_width_buckets: int = 4
+    width_embedding_dim: int = 50
+    length_embedding_dim: int = 100
+    morphology_embedding_dim: int = 100
+    classifier_dropout: float = 0.2
+    projection_dim: int = 64
+    contrastive_temperature: float = 0.07
+    prediction_head: str = "mlp"
+    decoding: str = "greedy"
+    vmf_kappa_max: float = 1e5
+    vmf_legacy_bessel: bool = False
+    vmf_clip_gradient: bool = True
+    use_mlm_head: bool = True
+    encoder_config: dict | None = None
+
+
+MARAL_CONFIG_FIELDS = frozenset(field.name for field in dataclasses.fields(MaralConfigFields))
+
+
+def check_weights(folder: Path, flag: str) -> None:
+    """Opens the header of every weights file of a saved model (cheap), so that a truncated file is refused by name
+    before any training."""
+    names = weight_files(folder)
+    if not names:
+        raise ValueError(f"{flag} {folder}: no model.safetensors (or shards of its index) in the folder.")
+    for name in names:
+        if not name.endswith(".safetensors"):
+            continue
+        try:
+            with safe_open(str(folder / name), framework="pt"):
+                pass
+        except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
+            raise ValueError(
+                f"{flag}: {folder / name} is damaged ({error}): the file is truncated or not safetensors. Save or "
+                "train that model again."
+            ) from None
 
 
 def build_model(
@@ -334,6 +536,7 @@ def build_model(
         model_args.model_name_or_path if trained_model_labels(model_args.model_name_or_path) is not None else None
     )
     if init_path is not None:
+        check_trained_model(init_path, "the trained model")
         model = MaralForSpanNER.from_pretrained(init_path)
         check_labels_match(model.config.labels, labels, init_path)
         apply_inference_settings(model, model_args, data_args, init_path)
@@ -421,11 +624,13 @@ def results_table(results: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def take_over_push(training_args: MaralTrainingArguments) -> bool:
+def take_over_push(training_args: MaralTrainingArguments) -> tuple[bool, str | None]:
     """`--push_to_hub` is done once at the end of the run (card, then one commit), never by `Trainer`, which would
-    push at every save with a generic card. Returns the flag and clears it in `training_args`."""
+    push at every save with a generic card. Returns the flag and `--hub_token`, and clears both in `training_args`,
+    so that the token never reaches a file the run writes (`training_args.bin`, checkpoints, the card)."""
     push, training_args.push_to_hub = training_args.push_to_hub, False
-    return push
+    token, training_args.hub_token = training_args.hub_token, None
+    return push, token
 
 
 def write_results(output_dir: Path, split: str, metrics: dict[str, float]) -> None:
@@ -481,7 +686,9 @@ def train(
             class_weights=class_weights,
             processing_class=model.tokenizer,
         )
-        metrics = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint).metrics
+        request = resume_request(training_args.resume_from_checkpoint)
+        checkpoint = checkpoint_to_resume(request, training_args.output_dir)
+        metrics = trainer.train(resume_from_checkpoint=checkpoint).metrics
         model = trainer.model
         if training_args.should_save:
             trainer.save_state()
@@ -527,13 +734,15 @@ def evaluate_and_predict(
 def main(argv: list[str] | None = None) -> dict[str, float]:
     argv = sys.argv[1:] if argv is None else list(argv)
     model_args, data_args, training_args, run_args = parse_arguments(argv)
-    push_model = take_over_push(training_args)
+    push_model, hub_token = take_over_push(training_args)
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO, stream=sys.stdout
     )
     transformers.utils.logging.set_verbosity_warning()
     check_output_dir(training_args, run_args)
     check_predict_file(data_args.predict_file, training_args.do_predict)
+    if training_args.do_train and training_args.teacher_checkpoint and OBJECTIVES[training_args.method].self_training:
+        check_trained_model(training_args.teacher_checkpoint, "--teacher_checkpoint")
     set_seed(training_args.seed)
 
     labels = resolve_labels(data_args, model_args)
@@ -544,7 +753,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         raise ValueError("--do_train needs --source_train_file.")
 
     if training_args.should_save:
-        Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
+        if run_args.overwrite_output_dir:
+            remove_previous_outputs(Path(training_args.output_dir), training_args)
+        prepare_output_dir(Path(training_args.output_dir))
     results: dict[str, dict[str, float]] = {}
     if training_args.do_train:
         model, results["train"] = train(
@@ -569,7 +780,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if training_args.should_save:
         arguments = (model_args, data_args, training_args, run_args)
         write_run_card(output_dir, argv, arguments, datasets, labels)
-        publish_run(output_dir, arguments, datasets, labels, push_model)
+        publish_run(output_dir, arguments, datasets, labels, push_model, token=hub_token)
     return all_results
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from evaluation_maral import evaluate_datasets
 from objectives import (
@@ -37,13 +37,22 @@ from output_layout import (
     PSEUDO_LABEL_FILE,
     ROUNDS_FOLDER,
     SELF_TRAINING_LOG,
+    STAGE_FINGERPRINT_FILE,
     STAGE_MARKER,
     TEACHER_STAGE,
     TRAINER_STATE_FILE,
     round_stage,
+    save_atomically,
     stage_name,
 )
-from trainer_maral import MaralTrainer, MaralTrainingArguments
+from trainer_maral import (
+    MaralTrainer,
+    MaralTrainingArguments,
+    check_checkpoint,
+    last_complete_checkpoint,
+    remove_incomplete_checkpoints,
+    resume_request,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +68,26 @@ STAGE_INDEPENDENT_ARGUMENTS = frozenset(
         "push_to_hub",
         "hub_model_id",
         "hub_token",
+        "hub_strategy",
+        "hub_private_repo",
+        "hub_always_push",
         "report_to",
+        "logging_strategy",
         "logging_steps",
+        "logging_first_step",
         "disable_tqdm",
         "per_device_eval_batch_size",
         "score_loaded_teacher",
+        # The checkpoint cadence: when and how often a stage saves changes nothing it trains.
+        "save_strategy",
+        "save_steps",
+        "save_total_limit",
+        "save_only_model",
+        "save_on_each_node",
     }
 )
+LATEST_CHECKPOINT = True
+"""A stage's resume plan entry for `--resume_from_checkpoint true`: its newest complete checkpoint."""
 
 
 def dataset_fingerprint(dataset) -> str:
@@ -100,8 +122,9 @@ class SelfTrainingPipeline:
     `maral_trainer_state.pt`, `stage.json`) and `self_training_log.jsonl`. A stage
     is built in `<folder>.partial` and renamed when complete, so an interrupted stage never looks finished and a
     rerun skips the finished ones when its settings, data and teacher are the same (`stage.json` holds their
-    fingerprint; otherwise the stage is trained again), and with `--resume_from_checkpoint` the unfinished stage
-    resumes from its last checkpoint.
+    fingerprint; otherwise the stage is trained again). With `--resume_from_checkpoint true` an unfinished stage
+    resumes from its newest complete checkpoint (one with the objective's state, written last), with a checkpoint
+    path from that one (see `_resume_plan`).
 
     Args:
         args: `MaralTrainingArguments` (a self-training `method`: `self_training`, `maral`, `contproto`, `mcl`).
@@ -141,19 +164,25 @@ class SelfTrainingPipeline:
         self.code_switched = code_switched
         self.gold = gold_spans_by_sentence(target_dataset)
 
+    @property
+    def stages(self) -> list[str]:
+        """The stage folders of the run, in training order: `teacher`, `rounds/round_1`, ..."""
+        return [TEACHER_STAGE] + [round_stage(r) for r in range(1, self.args.self_training_rounds + 1)]
+
     def run(self):
         """Trains the teacher (or loads `--teacher_checkpoint`) and every round; returns the last student and the
         per-stage metrics."""
         results: dict[str, float] = {}
         self.fingerprint = self._settings_fingerprint()
+        self.resume_plan = self._resume_plan()
         teacher_dir = self._run_stage(TEACHER_STAGE, self._teacher_stage)
         results.update(self._stage_metrics(teacher_dir))
         labels_dir = teacher_dir
         for round_index in range(1, self.args.self_training_rounds + 1):
             round_dir = self._run_stage(
                 round_stage(round_index),
-                lambda stage_dir, resume, r=round_index, source=labels_dir: self._student_stage(
-                    stage_dir, resume, r, teacher_dir, source
+                lambda stage_dir, checkpoint, r=round_index, source=labels_dir: self._student_stage(
+                    stage_dir, checkpoint, r, teacher_dir, source
                 ),
             )
             results.update(self._stage_metrics(round_dir))
@@ -175,32 +204,125 @@ class SelfTrainingPipeline:
         arguments["code_switched"] = len(self.code_switched or {})
         return hashlib.sha256(json.dumps(arguments, sort_keys=True, default=str).encode()).hexdigest()
 
+    def _is_finished(self, relative: str) -> bool:
+        """Whether the stage folder is finished with this run's fingerprint (it is then reused)."""
+        marker = self.output_dir / relative / STAGE_MARKER
+        return marker.is_file() and json.loads(marker.read_text()).get("fingerprint") == self.fingerprint
+
+    def _partial(self, relative: str) -> Path:
+        final = self.output_dir / relative
+        return final.with_name(final.name + PARTIAL_SUFFIX)
+
+    def _resume_plan(self) -> dict[str, str | bool]:
+        """`{stage: checkpoint path, or LATEST_CHECKPOINT}` from `--resume_from_checkpoint`, checked before any
+        training.
+
+        `true` resumes every unfinished stage from its newest complete checkpoint. A path names one checkpoint of
+        one stage (`<output_dir>/<stage>.partial/checkpoint-<step>`): that stage resumes from it, the stages
+        before it must be finished, the ones after it are trained again.
+
+        Raises:
+            ValueError: naming `--resume_from_checkpoint` and why the checkpoint cannot be used.
+        """
+        request = resume_request(self.args.resume_from_checkpoint)
+        if request is None:
+            return {}
+        if request is True:
+            for relative in self.stages:
+                self._check_partial_fingerprint(relative)
+            return {relative: LATEST_CHECKPOINT for relative in self.stages}
+        checkpoint = Path(check_checkpoint(request))
+        relative = self._stage_of(checkpoint)
+        flag = f"--resume_from_checkpoint {request}"
+        if relative == TEACHER_STAGE and self.args.teacher_checkpoint:
+            raise ValueError(f"{flag}: the teacher is loaded from --teacher_checkpoint, it is not trained.")
+        if self._is_finished(relative):
+            raise ValueError(
+                f"{flag}: stage {relative} is finished with these settings ({self.output_dir / relative}), so its "
+                "checkpoint would not be used; remove that folder to train the stage again from the checkpoint."
+            )
+        for earlier in self.stages[: self.stages.index(relative)]:
+            if not self._is_finished(earlier):
+                raise ValueError(
+                    f"{flag}: it belongs to stage {relative}, but stage {earlier} before it is not finished with "
+                    "these settings; resume that stage first (--resume_from_checkpoint true)."
+                )
+        self._check_partial_fingerprint(relative)
+        return {relative: str(checkpoint)}
+
+    def _stage_of(self, checkpoint: Path) -> str:
+        """The stage (`teacher`, `rounds/round_<r>`) whose `.partial` folder holds `checkpoint`."""
+        parent = checkpoint.resolve().parent
+        stages = {self._partial(relative).resolve(): relative for relative in self.stages}
+        if parent not in stages:
+            folders = ", ".join(str(self._partial(relative)) for relative in self.stages)
+            raise ValueError(
+                f"--resume_from_checkpoint {checkpoint}: not a checkpoint of a stage of --output_dir "
+                f"{self.output_dir} (those are in {folders})."
+            )
+        return stages[parent]
+
+    def _check_partial_fingerprint(self, relative: str) -> None:
+        """Refuses to resume an unfinished stage that was started with other settings, data or teacher."""
+        recorded = self._partial(relative) / STAGE_FINGERPRINT_FILE
+        if self._is_finished(relative) or not recorded.is_file():
+            return
+        if json.loads(recorded.read_text()).get("fingerprint") != self.fingerprint:
+            raise ValueError(
+                f"--resume_from_checkpoint: the unfinished stage {relative} ({self._partial(relative)}) was started "
+                "with other settings, data or teacher, so its checkpoints would continue another run. Rerun with "
+                "those settings, or without --resume_from_checkpoint (and with --overwrite_output_dir) to train it "
+                "again."
+            )
+
+    def _checkpoint_to_resume(self, relative: str, partial: Path) -> str | None:
+        """The checkpoint the stage resumes from (the plan's), or None to train it from the start."""
+        planned = self.resume_plan.get(relative)
+        if planned is None or not partial.is_dir():
+            return None
+        if planned is LATEST_CHECKPOINT:
+            planned = last_complete_checkpoint(partial)
+            if planned is None:
+                logger.info("Stage %s has no complete checkpoint in %s: training from the start.", relative, partial)
+        return planned
+
     def _run_stage(self, relative: str, train) -> Path:
         final = self.output_dir / relative
+        if self._is_finished(relative):
+            logger.info("Stage %s is finished (%s): skipping it.", relative, final)
+            return final
         if (final / STAGE_MARKER).is_file():
-            finished = json.loads((final / STAGE_MARKER).read_text())
-            if finished.get("fingerprint") == self.fingerprint:
-                logger.info("Stage %s is finished (%s): skipping it.", relative, final)
-                return final
             logger.warning(
                 "Stage %s in %s was trained with other settings, data or teacher: training it again (the old stage "
                 "is replaced once the new one is complete).",
                 relative,
                 final,
             )
-        partial = final.with_name(final.name + PARTIAL_SUFFIX)
-        resume = bool(self.args.resume_from_checkpoint) and partial.is_dir()
+        partial = self._partial(relative)
+        checkpoint = self._checkpoint_to_resume(relative, partial)
         wait_for_all_processes()  # every process has decided before the main one changes the folder
         if self.is_main_process:
-            if partial.exists() and not resume:
+            if partial.exists() and checkpoint is None:
                 shutil.rmtree(partial)
             partial.mkdir(parents=True, exist_ok=True)
+            if checkpoint is None:
+                (partial / STAGE_FINGERPRINT_FILE).write_text(json.dumps({"fingerprint": self.fingerprint}) + "\n")
+            else:
+                remove_incomplete_checkpoints(partial)
         wait_for_all_processes()
-        logger.info("Stage %s: training in %s", relative, partial)
-        metrics = train(partial, resume)
+        if checkpoint is None:
+            logger.info("Stage %s: training in %s", relative, partial)
+        else:
+            logger.info("Stage %s: resuming from %s", relative, checkpoint)
+        try:
+            metrics = train(partial, checkpoint)
+        except BaseException:
+            self._discard_if_unresumable(partial)
+            raise
         if self.is_main_process:
-            for checkpoint in partial.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
-                shutil.rmtree(checkpoint)
+            for leftover in partial.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+                shutil.rmtree(leftover)
+            (partial / STAGE_FINGERPRINT_FILE).unlink(missing_ok=True)
             marker = {"stage": relative, "method": self.args.method, "fingerprint": self.fingerprint}
             marker["metrics"] = metrics
             (partial / STAGE_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
@@ -210,12 +332,21 @@ class SelfTrainingPipeline:
         wait_for_all_processes()
         return final
 
+    def _discard_if_unresumable(self, partial: Path) -> None:
+        """After a failed stage, removes its `.partial` folder when it holds no complete checkpoint to resume, so
+        that the output folder is as before and a corrected rerun is not refused."""
+        if self.is_main_process and partial.is_dir() and last_complete_checkpoint(partial) is None:
+            shutil.rmtree(partial, ignore_errors=True)
+            for folder in (partial.parent, self.output_dir):
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
+
     @property
     def is_main_process(self) -> bool:
         """Only the main process writes stage folders (all processes train and label)."""
         return self.args.should_save
 
-    def _teacher_stage(self, stage_dir: Path, resume: bool) -> dict[str, float]:
+    def _teacher_stage(self, stage_dir: Path, checkpoint: str | None) -> dict[str, float]:
         args = self.args
         if args.teacher_checkpoint:
             teacher = self.build_model(args.teacher_checkpoint)
@@ -229,11 +360,12 @@ class SelfTrainingPipeline:
                 output_dir=str(stage_dir),
                 num_train_epochs=args.teacher_epochs or args.num_train_epochs,
                 eval_strategy="epoch" if select else "no",
-                save_strategy="epoch" if select else "no",
+                # Selection saves every epoch (the best one is reloaded); otherwise the user's cadence.
+                save_strategy="epoch" if select else args.save_strategy,
                 load_best_model_at_end=select,
                 metric_for_best_model="eval_source_dev_span_f1" if select else None,
                 greater_is_better=True if select else None,
-                save_total_limit=1 if select else None,
+                save_total_limit=1 if select else args.save_total_limit,
             )
             teacher = self.build_model(None)
             eval_dataset = {"source_dev": self.eval_datasets["source_dev"]} if select else None
@@ -241,7 +373,7 @@ class SelfTrainingPipeline:
                 stage_args, teacher.config.num_labels, self.class_weights, has_target_text=True
             )
             trainer = self._trainer(teacher, stage_args, eval_dataset, SourceObjective.from_context(context))
-            trainer.train(resume_from_checkpoint=self._last_checkpoint(stage_dir, resume))
+            trainer.train(resume_from_checkpoint=checkpoint)
             teacher = trainer.model
         if self.is_main_process:
             teacher.save_pretrained(stage_dir)
@@ -255,7 +387,7 @@ class SelfTrainingPipeline:
         return metrics
 
     def _student_stage(
-        self, stage_dir: Path, resume: bool, round_index: int, teacher_dir: Path, labels_dir: Path
+        self, stage_dir: Path, checkpoint: str | None, round_index: int, teacher_dir: Path, labels_dir: Path
     ) -> dict[str, float]:
         args = self.args
         student = self.build_model(str(teacher_dir) if args.student_init == "teacher" else None)
@@ -277,12 +409,12 @@ class SelfTrainingPipeline:
         )
         stage_args = replace(args, output_dir=str(stage_dir))
         trainer = self._trainer(student, stage_args, self.eval_datasets or None, objective)
-        trainer.train(resume_from_checkpoint=self._last_checkpoint(stage_dir, resume))
+        trainer.train(resume_from_checkpoint=checkpoint)
         student = trainer.model
         if self.is_main_process:
             student.save_pretrained(stage_dir)
             # The objective's final state (refined pseudo-labels, reliable mask, priors, margins, bank).
-            torch.save(trainer.trainer_state_dict(), stage_dir / TRAINER_STATE_FILE)
+            save_atomically(trainer.trainer_state_dict(), stage_dir / TRAINER_STATE_FILE)
         self._label_target(student, stage_dir)
         stage = stage_name(round_stage(round_index))
         self._append_log(stage_dir, [{"stage": stage, **record} for record in objective.history])
@@ -325,10 +457,6 @@ class SelfTrainingPipeline:
             self.args.eval_decoding,
             show_progress_bar=not self.args.disable_tqdm,
         )
-
-    @staticmethod
-    def _last_checkpoint(stage_dir: Path, resume: bool) -> str | None:
-        return get_last_checkpoint(str(stage_dir)) if resume else None
 
     @staticmethod
     def _stage_metrics(stage_dir: Path) -> dict[str, float]:

@@ -20,15 +20,19 @@ from __future__ import annotations
 
 import logging
 import math
-import os
+import re
+import shutil
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from data_loading.collator import MaralDataCollator
 from evaluation_maral import evaluate_datasets
@@ -47,9 +51,16 @@ from objectives import (
     class_weights_from_counts,
     methods,
 )
-from objectives.distributed import process_rank_and_count
-from objectives.settings import SettingCheck, help_text, validate_settings
-from output_layout import TRAINER_STATE_FILE
+from objectives.distributed import account_for_every_forward_pass, process_rank_and_count, wait_for_all_processes
+from objectives.settings import (
+    SettingCheck,
+    help_text,
+    is_non_negative,
+    is_positive,
+    unused_settings,
+    validate_settings,
+)
+from output_layout import TRAINER_STATE_FILE, load_saved_state, save_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -98,17 +109,119 @@ class MaralTrainingArguments(
         SettingCheck(
             "eval_decoding", lambda value: value is None or value in DECODING_MODES, "must be greedy, legacy or none"
         ),
-        SettingCheck("head_learning_rate", lambda value: value is None or value > 0, "must be > 0"),
+        SettingCheck("head_learning_rate", lambda value: value is None or is_positive(value), "must be > 0"),
+        SettingCheck("learning_rate", is_positive, "must be a number > 0"),
+        SettingCheck("per_device_train_batch_size", lambda value: value >= 1, "must be >= 1"),
+        SettingCheck("per_device_eval_batch_size", lambda value: value >= 1, "must be >= 1"),
+        SettingCheck("gradient_accumulation_steps", lambda value: value >= 1, "must be >= 1"),
+        SettingCheck("target_batch_size", lambda value: value is None or value >= 1, "must be >= 1"),
+        SettingCheck(
+            "num_train_epochs",
+            is_positive,
+            "must be > 0 to train (or give --max_steps)",
+            applies=lambda settings: settings.do_train and settings.max_steps <= 0,
+        ),
+        SettingCheck("weight_decay", is_non_negative, "must be a number >= 0"),
+        SettingCheck("max_grad_norm", lambda value: value is None or is_non_negative(value), "must be >= 0"),
     )
 
     def __post_init__(self) -> None:
+        validate_settings(self)  # before `TrainingArguments` reads them
+        for name, readers in unused_settings(self, self.method):
+            message = f"`--{name}` is a setting of {', '.join(readers)}; --method {self.method} does not use it."
+            warnings.warn(message, UserWarning, stacklevel=2)
         super().__post_init__()
-        validate_settings(self)
         if self.student_init is None:
             self.student_init = OBJECTIVES[self.method].default_student_init
         # Span batches carry custom keys: keep every column and name the label key explicitly.
         self.remove_unused_columns = False
         self.label_names = ["labels"]
+
+
+# -- checkpoints ------------------------------------------------------------------------------------------------
+
+CHECKPOINT_PATTERN = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+
+
+def checkpoint_step(path: str | Path) -> int | None:
+    """The step of a `checkpoint-<step>` folder name, None for another name."""
+    match = CHECKPOINT_PATTERN.match(Path(path).name)
+    return int(match.group(1)) if match else None
+
+
+def is_complete_checkpoint(path: str | Path) -> bool:
+    """Whether a checkpoint folder is complete: `MaralTrainer` writes the objective's state (`TRAINER_STATE_FILE`)
+    last and atomically, after every file of `Trainer`, so a process killed while saving leaves no such file."""
+    path = Path(path)
+    return (path / TRAINER_STATE_FILE).is_file() and (path / TRAINER_STATE_NAME).is_file()
+
+
+def checkpoints_in(folder: str | Path) -> list[Path]:
+    """The `checkpoint-<step>` folders of `folder` (complete or not), oldest step first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [path for path in folder.iterdir() if path.is_dir() and checkpoint_step(path) is not None]
+    return sorted(found, key=checkpoint_step)
+
+
+def last_complete_checkpoint(folder: str | Path) -> str | None:
+    """The complete checkpoint of `folder` with the highest step (incomplete ones are passed over), or None."""
+    complete = [path for path in checkpoints_in(folder) if is_complete_checkpoint(path)]
+    return str(complete[-1]) if complete else None
+
+
+def remove_incomplete_checkpoints(folder: str | Path) -> None:
+    """Deletes the checkpoints of `folder` that a killed process left incomplete (call on the main process)."""
+    for path in checkpoints_in(folder):
+        if not is_complete_checkpoint(path):
+            logger.warning("Removing the incomplete checkpoint %s (a process was killed while saving it).", path)
+            shutil.rmtree(path)
+
+
+def resume_request(value: str | bool | None) -> str | bool | None:
+    """`--resume_from_checkpoint` as a request: None (not given, or `false`), True (`true`: the newest complete
+    checkpoint) or the path of one checkpoint."""
+    if value is None or value is False or str(value).strip().lower() in ("", "false", "no", "0", "none"):
+        return None
+    if value is True or str(value).strip().lower() in ("true", "yes", "1"):
+        return True
+    return str(value)
+
+
+def check_checkpoint(path: str | Path) -> str:
+    """Returns `path` when it is a complete checkpoint folder.
+
+    Raises:
+        ValueError: naming `--resume_from_checkpoint` and the reason (missing, not a checkpoint, incomplete).
+    """
+    path = Path(path)
+    flag = f"--resume_from_checkpoint {path}"
+    if not path.exists():
+        raise ValueError(f"{flag}: no such folder.")
+    if not path.is_dir() or checkpoint_step(path) is None:
+        raise ValueError(f"{flag}: not a checkpoint folder (one named {PREFIX_CHECKPOINT_DIR}-<step>).")
+    if not is_complete_checkpoint(path):
+        newest = last_complete_checkpoint(path.parent)
+        advice = f"resume from {newest}, the newest complete one" if newest else "there is no complete one"
+        raise ValueError(
+            f"{flag}: the checkpoint is incomplete (no {TRAINER_STATE_FILE} or {TRAINER_STATE_NAME}; the process was "
+            f"killed while saving it): {advice}, or pass --resume_from_checkpoint true."
+        )
+    return str(path)
+
+
+def checkpoint_to_resume(request: str | bool | None, folder: str | Path) -> str | None:
+    """The checkpoint a run resumes from: the requested one (checked), the newest complete one of `folder` for
+    `True` (None when there is none), None for no request."""
+    if request is None:
+        return None
+    if request is True:
+        checkpoint = last_complete_checkpoint(folder)
+        if checkpoint is None:
+            logger.warning("--resume_from_checkpoint: %s has no complete checkpoint; training from the start.", folder)
+        return checkpoint
+    return check_checkpoint(request)
 
 
 class TargetBatchStream:
@@ -264,6 +377,20 @@ class MaralTrainer(Trainer):
 
     # -- training -----------------------------------------------------------------------------------------------
 
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, **kwargs: Any):
+        """`Trainer.train`, resuming only from complete checkpoints: `True` takes the newest complete one of
+        `output_dir`, a path must be complete (`check_checkpoint`); incomplete ones of `output_dir` are removed."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"No complete checkpoint in {self.args.output_dir} to resume from.")
+        if resume_from_checkpoint:
+            check_checkpoint(resume_from_checkpoint)
+            if self.args.should_save:
+                remove_incomplete_checkpoints(self.args.output_dir)
+            wait_for_all_processes()
+        return super().train(resume_from_checkpoint=resume_from_checkpoint or None, trial=trial, **kwargs)
+
     def create_optimizer(self, model=None):
         """`Trainer`'s optimizer, with `head_learning_rate` for the parameters outside the encoder when it is set."""
         if self.optimizer is not None or self.args.head_learning_rate is None:
@@ -291,6 +418,7 @@ class MaralTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Delegates to the objective and remembers its loss terms for the next log line."""
         loss, terms = self.objective.compute_loss(self, model, inputs)
+        account_for_every_forward_pass(model, loss)
         self.objective.after_step()
         self.objective.observe_loss_terms(terms)
         for name, value in terms.items():
@@ -333,20 +461,28 @@ class MaralTrainer(Trainer):
     # -- checkpoints --------------------------------------------------------------------------------------------
 
     def _save_checkpoint(self, model, trial) -> None:
-        super()._save_checkpoint(model, trial)
-        checkpoint_dir = os.path.join(self._get_output_dir(trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-        if self.args.should_save and os.path.isdir(checkpoint_dir):
-            torch.save(self.trainer_state_dict(), os.path.join(checkpoint_dir, TRAINER_STATE_FILE))
+        """`Trainer`'s checkpoint, then the objective's state, written last and atomically: a checkpoint counts
+        only once complete (`is_complete_checkpoint`), and older ones are rotated out only then."""
+        run_dir = self._get_output_dir(trial)
+        checkpoint_dir = Path(run_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        if self.args.should_save and checkpoint_dir.exists():
+            shutil.rmtree(checkpoint_dir)  # left by a run resumed from an earlier checkpoint: never mix the two
+        wait_for_all_processes()
+        save_total_limit, self.args.save_total_limit = self.args.save_total_limit, None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = save_total_limit
+        wait_for_all_processes()  # every process has written its files (RNG states) into the checkpoint
+        if self.args.should_save:
+            save_atomically(self.trainer_state_dict(), checkpoint_dir / TRAINER_STATE_FILE)
+            rotate_checkpoints(run_dir, save_total_limit, self.state.best_model_checkpoint, use_mtime=True)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        check_checkpoint(resume_from_checkpoint)
         super()._load_from_checkpoint(resume_from_checkpoint, model)
-        state_path = os.path.join(resume_from_checkpoint, TRAINER_STATE_FILE)
-        if os.path.isfile(state_path):
-            self.load_trainer_state_dict(torch.load(state_path, weights_only=True))
-        else:
-            logger.warning(
-                "%s has no %s: the objective's state starts fresh.", resume_from_checkpoint, TRAINER_STATE_FILE
-            )
+        state_path = Path(resume_from_checkpoint) / TRAINER_STATE_FILE
+        self.load_trainer_state_dict(load_saved_state(state_path, "the objective's checkpoint state"))
 
     def trainer_state_dict(self) -> dict[str, Any]:
         """Objective and target-stream state (saved next to every checkpoint)."""
@@ -369,6 +505,10 @@ class MaralTrainer(Trainer):
 
 __all__ = [
     "METHODS",
+    "check_checkpoint",
+    "checkpoint_to_resume",
+    "is_complete_checkpoint",
+    "last_complete_checkpoint",
     "OBJECTIVES",
     "MaralTrainer",
     "MaralTrainingArguments",

@@ -83,12 +83,14 @@ def mask_tokens_for_mlm(
     mask_rate: float = 0.25,
     generator: torch.Generator | None = None,
     hide_masked_tokens: bool = True,
+    draws: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Masks target-text subwords for the MLM auxiliary (§2.11 of the method notes).
 
     Every real position except special tokens and the lone `▁` piece is selected with probability `mask_rate`
     and always replaced by the mask token (no 80/10/10). With `hide_masked_tokens` (the upstream behaviour) the
-    attention mask is also 0 at masked positions.
+    attention mask is also 0 at masked positions. `draws`, uniform numbers of the shape of `input_ids`, decide the
+    selection; they are drawn from `generator` when not given.
 
     Returns:
         `(masked_input_ids, attention_mask, mlm_labels)` with -100 at unselected positions.
@@ -97,7 +99,7 @@ def mask_tokens_for_mlm(
         raise ValueError("The tokenizer has no mask token; the MLM auxiliary needs one (set `mlm_weight=0`).")
     protected = torch.tensor(sorted(set(tokenizer.all_special_ids) | {lone_piece_id(tokenizer) or -1}))
     candidates = attention_mask.bool() & ~torch.isin(input_ids, protected)
-    draws = torch.rand(input_ids.shape, generator=generator)
+    draws = torch.rand(input_ids.shape, generator=generator) if draws is None else draws
     selected = candidates & (draws < mask_rate)
     masked_ids = input_ids.masked_fill(selected, tokenizer.mask_token_id)
     labels = input_ids.masked_fill(~selected, -100)
@@ -108,12 +110,13 @@ def mask_tokens_for_mlm(
 def entity_coverage(
     dataset, tokenizer: Any, max_span_width: int, max_seq_length: int, column: str = "spans", batch_size: int = 256
 ) -> dict[str, int]:
-    """Counts gold entities the model can never score: wider than `max_span_width`, or past `max_seq_length`.
+    """Counts gold entities the model can never score: wider than `max_span_width`, past `max_seq_length`, or with a
+    first or last word that the tokenizer turns into no subword at all (a control character, say).
 
     Returns:
-        `{"total": ..., "too_wide": ..., "truncated": ...}`.
+        `{"total": ..., "too_wide": ..., "truncated": ..., "no_subwords": ...}`.
     """
-    counts = {"total": 0, "too_wide": 0, "truncated": 0}
+    counts = {"total": 0, "too_wide": 0, "truncated": 0, "no_subwords": 0}
     for begin in range(0, len(dataset), batch_size):
         rows = dataset[begin : begin + batch_size]
         features = featurize_words(tokenizer, rows["tokens"], max_span_width, max_seq_length)
@@ -124,24 +127,28 @@ def entity_coverage(
                 if span["end"] - span["start"] >= max_span_width:
                     counts["too_wide"] += 1
                 elif (span["start"], span["end"]) not in scorable:
-                    counts["truncated"] += 1
+                    counts["truncated" if span["end"] >= sentence.first_unread_word else "no_subwords"] += 1
     return counts
 
 
 def warn_about_unreachable_entities(
     counts: dict[str, int], dataset_name: str, max_span_width: int, max_seq_length: int
 ):
-    """Logs one summary warning when some gold entities can never be predicted."""
-    lost = counts["too_wide"] + counts["truncated"]
+    """Logs one summary warning when some gold entities can never be predicted, with the reason of each."""
+    reasons = {
+        "too_wide": f"wider than max_span_width={max_span_width} words",
+        "truncated": f"past max_seq_length={max_seq_length} subwords",
+        "no_subwords": "with a first or last word the tokenizer gives no subword (e.g. a control character)",
+    }
+    lost = sum(counts.get(reason, 0) for reason in reasons)
     if lost:
+        details = ", ".join(f"{counts[reason]} {text}" for reason, text in reasons.items() if counts.get(reason))
+        advice = "Raise those limits to cover them." if counts["too_wide"] + counts["truncated"] else "Clean the text."
         logger.warning(
-            "%s: %d of %d gold entities can never be predicted (%d wider than max_span_width=%d words, %d past "
-            "max_seq_length=%d subwords). Raise those limits to cover them.",
+            "%s: %d of %d gold entities can never be predicted (%s). %s",
             dataset_name,
             lost,
             counts["total"],
-            counts["too_wide"],
-            max_span_width,
-            counts["truncated"],
-            max_seq_length,
+            details,
+            advice,
         )

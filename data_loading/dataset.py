@@ -6,13 +6,14 @@ import contextlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from datasets import ClassLabel, Dataset, Features, List, Value
 
-from .errors import SpanDataError
+from .errors import SpanDataError, SpanDataWarning
 from .readers import SpanRecord, iter_records, read_dataset, read_memory, source_name
 
 __all__ = ["encode_record", "infer_labels", "load_spans", "normalize_labels", "span_features", "write_span_json"]
@@ -104,11 +105,14 @@ def encode_record(record: SpanRecord, label_to_id: Mapping[str, int], *, unlabel
         ``{"sentence_id", "tokens", "spans"}`` plus ``"gold_spans"`` when ``unlabeled``.
 
     Raises:
-        SpanDataError: If a span label is not in ``label_to_id``.
+        SpanDataError: If a span label is not in ``label_to_id`` (unless ``unlabeled``: the gold spans of target text
+            are diagnostics only, so a span with an unknown label is left out; ``load_spans`` warns about them).
     """
     spans = []
     for start, end, label in record.spans:
         label_id = label_to_id.get(label)
+        if (label_id is None or label_id == 0) and unlabeled:
+            continue
         if label_id is None or label_id == 0:
             known = ", ".join(name for name in label_to_id if name != "O")
             raise SpanDataError(
@@ -166,6 +170,8 @@ def load_spans(
     label_names = normalize_labels(labels) if labels is not None else _labels_from_records(records)
     label_to_id = {label: index for index, label in enumerate(label_names)}
     encoded = [encode_record(record, label_to_id, unlabeled=unlabeled) for record in records]
+    if unlabeled:
+        warn_about_unknown_gold_labels(records, label_to_id, name)
     if drop_docstart:
         encoded = [example for example, record in zip(encoded, records) if not record.is_docstart]
         if not encoded:
@@ -175,6 +181,21 @@ def load_spans(
     features = span_features(label_names, with_gold_spans=unlabeled)
     columns = {column: [example[column] for example in encoded] for column in features}
     return Dataset.from_dict(columns, features=features)
+
+
+def warn_about_unknown_gold_labels(records: Sequence[SpanRecord], label_to_id: Mapping[str, int], name: str) -> None:
+    """One warning for the gold spans of unlabelled target text whose label is not in the label set: they are left
+    out of the diagnostics (the text itself is used as usual)."""
+    unknown = [(record, label) for record in records for _, _, label in record.spans if not label_to_id.get(label)]
+    if unknown:
+        labels = sorted({label for _, label in unknown})
+        warnings.warn(
+            f"{name}: {len(unknown)} gold span(s) have label(s) {', '.join(map(repr, labels))} outside the label set "
+            f"(first in {unknown[0][0].location}); the gold spans of target text are only diagnostics, so these are "
+            "left out of them.",
+            SpanDataWarning,
+            stacklevel=3,
+        )
 
 
 def _records_to_write(dataset_or_records: Any, labels: Sequence[str] | None, column: str) -> Iterable[SpanRecord]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import json
 import logging
+import numbers
 import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -109,6 +110,15 @@ class _RecordChecker:
         self.first_dropped: str | None = None
         self.overlapping_spans = 0
         self.first_overlap: str | None = None
+        self.irregular_spacing = 0
+        self.first_irregular_spacing: str | None = None
+
+    def note_spacing(self, index: int, line: int | None, context: str, words: list[str]) -> None:
+        """Counts contexts whose words are not joined by single spaces (span indices count `split()` words)."""
+        if context != " ".join(words):
+            self.irregular_spacing += 1
+            if self.first_irregular_spacing is None:
+                self.first_irregular_spacing = describe_location(self.source, index, line, unit=self.unit)
 
     def error(self, index: int | None, line: int | None, message: str) -> SpanDataError:
         return SpanDataError(f"{describe_location(self.source, index, line, unit=self.unit)}: {message}")
@@ -125,8 +135,9 @@ class _RecordChecker:
 
     def _check_span(self, index: int, line: int | None, span: _RawSpan, n_words: int) -> tuple[int, int, str]:
         for value in (span.start, span.end):
-            if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # NumPy integers are Integral
                 raise self.error(index, line, f"span {span.shown} has a non-integer index {value!r}. {_SPAN_KEY_HINT}")
+        span = span._replace(start=int(span.start), end=int(span.end))
         if span.start < 0 or span.end < 0:
             raise self.error(index, line, f"span {span.shown} has a negative index. {_SPAN_KEY_HINT}")
         if span.start > span.end:
@@ -219,6 +230,14 @@ class _RecordChecker:
             warnings.warn(
                 f"{self.source}: dropped {self.dropped_words} word(s) consisting only of zero-width characters or "
                 f"whitespace (first in {self.first_dropped}); span indices after them were shifted.",
+                SpanDataWarning,
+                stacklevel=2,
+            )
+        if self.irregular_spacing:
+            warnings.warn(
+                f"{self.source}: {self.irregular_spacing} 'context'(s) are not words joined by single spaces (double, "
+                f"leading or trailing spaces, tabs; first in {self.first_irregular_spacing}). Span indices count the "
+                "words of context.split(), so a doubled space does not start a word: check that the spans match.",
                 SpanDataWarning,
                 stacklevel=2,
             )
@@ -331,6 +350,9 @@ def _iter_json_array(text: str, checker: _RecordChecker) -> Iterator[SpanRecord]
         return SpanDataError(f"{describe_location(name, line=line, column=column)}: malformed JSON: {message}.")
 
     position = _JSON_WHITESPACE_RE.match(text, 0).end()
+    if text[position] not in "[{":
+        hint = "; a CoNLL file needs a suffix other than .json (e.g. .conll or .txt)" if name.endswith(".json") else ""
+        raise malformed(position, f"the file starts with {text[position]!r}: it is not a span JSON list{hint}")
     if text[position] != "[":
         kind = "an object" if text[position] == "{" else "not a list"
         raise SpanDataError(
@@ -405,6 +427,7 @@ def _context_record(checker: _RecordChecker, index: int, line: int | None, obj: 
     words = context.split()
     if not words:
         raise checker.error(index, line, "'context' is empty; remove the record or give the sentence's words.")
+    checker.note_spacing(index, line, context, words)
     span_map = obj["span_posLabel"]
     if not isinstance(span_map, Mapping):
         raise checker.error(
@@ -651,8 +674,9 @@ def _class_label_names(feature: Any) -> list[str] | None:
 
 
 def _label_name(checker: _RecordChecker, index: int, label: Any, names: list[str] | None) -> Any:
-    if isinstance(label, bool) or not isinstance(label, int):
+    if isinstance(label, bool) or not isinstance(label, numbers.Integral):
         return label
+    label = int(label)
     if names is None:
         raise checker.error(
             index,
@@ -752,6 +776,6 @@ def iter_records(source: Any, data_format: str | None = None) -> Iterator[SpanRe
         return read_dataset(source)
     name = str(source)
     text = _read_text(Path(source), name)
-    if resolved == "file":
-        resolved = detect_file_format(text)
+    if resolved == "file":  # a .json file is span JSON whatever it holds (malformed JSON is an error, not CoNLL)
+        resolved = "span_json" if Path(source).suffix.lower() == ".json" else detect_file_format(text)
     return _span_json_records(text, name) if resolved == "span_json" else _conll_records(text, name)

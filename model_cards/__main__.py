@@ -12,6 +12,7 @@ from .card import RunInfo, write_model_card
 from .collect import (
     DATA_FILE_KEYS,
     command_line,
+    config_file_text,
     dataset_statistics,
     hub_base_model,
     label_examples,
@@ -73,7 +74,7 @@ def card_info(args: argparse.Namespace) -> RunInfo:
         dataset_id=args.dataset_id,
         license=args.license,
         command=command_line([args.run_config]) if args.run_config else None,
-        config_text=Path(args.run_config).read_text(encoding="utf-8").strip() if args.run_config else None,
+        config_text=config_file_text(args.run_config) if args.run_config else None,
         run_config=run_config or None,
         label_examples=examples,
         data_statistics=statistics or None,

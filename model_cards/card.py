@@ -12,6 +12,7 @@ produced it, hyper-parameters, per-epoch results, framework versions and limitat
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import re
 from dataclasses import dataclass
@@ -84,8 +85,10 @@ class RunInfo:
         dataset_id: Hub id of the span data (`--push_dataset_to_hub`); listed under `datasets`.
         license: license of the model (check those of the encoder and the data).
         command: the exact `run_xner.py` command line.
-        config_text: the content of the `.json`/`.yaml` config file the run was given, if any.
-        run_config: the run's arguments (hyper-parameters, data files); secrets are redacted.
+        config_text: the settings of the `.json`/`.yaml` config file the run was given, if any, as published
+            (`collect.config_file_text`: credentials redacted, no absolute local paths).
+        run_config: the run's arguments (hyper-parameters, data files); the card redacts credentials and local
+            paths (`collect.redact`).
         label_examples: example entity texts per label (from the source training data).
         data_statistics: `{dataset name: statistics}` of `collect.dataset_statistics`.
         target_sentences: target-language sentences (word lists) for the widget when there are no predictions.
@@ -369,7 +372,7 @@ def epoch_result_table(folder: OutputFolder) -> dict[str, Any] | None:
 
 def hyperparameters(info: RunInfo, spec: ObjectiveSpec | None) -> list[tuple[str, str]]:
     """The run's main settings, in a fixed order: the common ones, then those the method's spec lists."""
-    run_config = redact(info.run_config or {})
+    run_config = info.run_config or {}
     keys = HYPERPARAMETER_KEYS + (spec.card_settings if spec is not None else ())
     rows = []
     for key in keys:
@@ -456,6 +459,7 @@ def build_model_card(output_dir: str | Path, info: RunInfo | None = None) -> Mod
         FileNotFoundError: when `output_dir` holds no saved model.
     """
     info = info or RunInfo()
+    info = dataclasses.replace(info, run_config=redact(info.run_config) if info.run_config else info.run_config)
     folder = read_output_folder(output_dir)
     widget = widget_sentences(folder.predictions, info.target_sentences)
     data = card_data(folder, info, widget)

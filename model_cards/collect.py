@@ -24,7 +24,12 @@ from output_layout import (
     finished_stages,
 )
 
-SECRET_KEY_PATTERN = re.compile(r"token|secret|password|api_key", re.IGNORECASE)
+# Keys of credentials, as flags, config keys or environment variables: hub_token, HF_TOKEN, *_token, *password*,
+# *secret*, *api_key*, *credential*.
+SECRET_KEY_PATTERN = re.compile(r"token$|passw(or)?d|secret|api_?key|credential", re.IGNORECASE)
+# Values that are Hub tokens whatever their key.
+SECRET_VALUE_PATTERN = re.compile(r"\bhf_[A-Za-z0-9]{16,}\b")
+LOCAL_PREFIX = "<local>"
 HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 REDACTED = "<redacted>"
 DATA_FILE_KEYS = {
@@ -136,28 +141,53 @@ def read_output_folder(output_dir: str | Path) -> OutputFolder:
 # -- the run ------------------------------------------------------------------------------------------------------
 
 
+def is_secret_key(name: str) -> bool:
+    """Whether a flag (`--hub_token`, `--hub_token=...`), config key or environment variable names a credential."""
+    return bool(SECRET_KEY_PATTERN.search(str(name).lstrip("-").split("=", 1)[0]))
+
+
+def public_path(text: str) -> str:
+    """An absolute local path as it may be published: relative to the working folder when inside it, else
+    `<local>/<name>`; other strings unchanged."""
+    if not text.startswith(("/", "~")) and not re.match(r"^[A-Za-z]:[\\/]", text):
+        return text
+    path = Path(text).expanduser()
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return f"{LOCAL_PREFIX}/{path.name}"
+
+
 def redact(value: Any, key: str = "") -> Any:
-    """Replaces secrets (values of keys that look like tokens or passwords) in nested run settings."""
-    if SECRET_KEY_PATTERN.search(key) and value not in (None, "", False):
+    """Run settings as they may be published: values of credential keys (`is_secret_key`) and Hub-token-like
+    strings replaced by `<redacted>`, absolute local paths shortened (`public_path`), in nested dicts and lists."""
+    if is_secret_key(key) and value not in (None, "", False):
         return REDACTED
     if isinstance(value, dict):
         return {name: redact(item, str(name)) for name, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [redact(item, key) for item in value]
+    if isinstance(value, str):
+        return public_path(SECRET_VALUE_PATTERN.sub(REDACTED, value))
     return value
 
 
 def command_line(argv: list[str], program: str = "run_xner.py") -> str:
-    """The shell command of a run, one flag per line, with secret flag values redacted."""
+    """The shell command of a run, one flag per line, as it may be published (see `redact`)."""
     words, hide_next = [], False
     for word in argv:
         if hide_next:
             word, hide_next = REDACTED, False
-        elif word.startswith("--") and SECRET_KEY_PATTERN.search(word):
+        elif word.startswith("--") and is_secret_key(word):
             if "=" in word:
                 word = word.split("=", 1)[0] + "=" + REDACTED
             else:
                 hide_next = True
+        elif word.startswith("--") and "=" in word:
+            flag, value = word.split("=", 1)
+            word = f"{flag}={redact(value)}"
+        else:
+            word = redact(word)
         words.append(word)
     lines, current = [f"python {program}"], []
     for word in words:
@@ -168,6 +198,12 @@ def command_line(argv: list[str], program: str = "run_xner.py") -> str:
     if current:
         lines.append(" ".join(shlex.quote(part) for part in current))
     return " \\\n    ".join(lines)
+
+
+def config_file_text(path: str | Path) -> str:
+    """The settings of a run's `.json`/`.yaml` config file as published in its card: parsed, redacted (see
+    `redact`) and written as JSON (comments and formatting are not kept)."""
+    return json.dumps(redact(load_run_config(path)), indent=2, ensure_ascii=False, default=str)
 
 
 def hub_base_model(model_name_or_path: str | None) -> str | None:
@@ -259,11 +295,7 @@ def widget_sentences(
 
 
 def load_run_config(path: str | Path) -> dict[str, Any]:
-    """The arguments of a run from its `.json`/`.yaml` config file."""
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
+    """The arguments of a run from its `.json`/`.yaml` config file (errors name the file)."""
+    from run_config import read_config_file
 
-        return yaml.safe_load(text) or {}
-    return json.loads(text)
+    return read_config_file(path)

@@ -12,18 +12,18 @@ retries it, e.g. `python -m model_cards push outputs/en-de --repo_id user/maral-
 
 from __future__ import annotations
 
+import json
 import logging
 import shlex
 from collections.abc import Mapping
-from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
-MODEL_FILE_PATTERNS = (
-    "*.safetensors",
-    "model.safetensors.index.json",
+WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
+MODEL_FILES = (
     "config.json",
     "modeling_maral.py",
     "pipeline_maral.py",
@@ -47,27 +47,50 @@ class HubPushError(RuntimeError):
     """A push to the Hub failed; the message says what failed and how to retry. Local files are untouched."""
 
 
+def weight_files(folder: Path) -> list[str]:
+    """The model's weights: `model.safetensors`, or the shards that `model.safetensors.index.json` lists (and the
+    index); never other `*.safetensors` lying in the folder."""
+    index = folder / WEIGHTS_INDEX_FILE
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text(encoding="utf-8")).get("weight_map", {}).values()))
+        return [WEIGHTS_INDEX_FILE, *shards] if all((folder / shard).is_file() for shard in shards) else []
+    return [WEIGHTS_FILE] if (folder / WEIGHTS_FILE).is_file() else []
+
+
 def model_files(folder: str | Path) -> list[str]:
-    """The files of a saved model folder that belong on its Hub page, sorted.
+    """The files of a saved model folder that belong on its Hub page, sorted: the weights (`weight_files`) and the
+    named files of `MODEL_FILES` that exist.
 
     Raises:
         FileNotFoundError: when the weights, `config.json`, `modeling_maral.py` or the card are missing.
     """
     folder = Path(folder)
-    names = sorted(
-        path.name
-        for path in folder.iterdir()
-        if path.is_file() and any(fnmatch(path.name, pattern) for pattern in MODEL_FILE_PATTERNS)
-    )
+    names = sorted(weight_files(folder) + [name for name in MODEL_FILES if (folder / name).is_file()])
     missing = [name for name in REQUIRED_MODEL_FILES if name not in names]
     if not any(name.endswith(".safetensors") for name in names):
-        missing.append("*.safetensors")
+        missing.append(f"{WEIGHTS_FILE} (or the shards of {WEIGHTS_INDEX_FILE})")
     if missing:
         raise FileNotFoundError(
             f"{folder} is not a complete MARAL model folder: {', '.join(missing)} missing. Save the model with "
             "`save_pretrained` and write its card with `python -m model_cards card <folder>` first."
         )
     return names
+
+
+def check_no_credentials(folder: Path, names: list[str], secrets: list[str | None]) -> None:
+    """Refuses a push whose files contain a credential (the token the push uses, the logged-in one).
+
+    Raises:
+        HubPushError: naming the file; nothing is sent.
+    """
+    secrets = [secret.encode() for secret in secrets if secret and len(secret) >= 8]
+    for name in names:
+        content = (folder / name).read_bytes()
+        if any(secret in content for secret in secrets):
+            raise HubPushError(
+                f"{folder / name} contains a Hub token: nothing was pushed. Remove it (rewrite the card with "
+                f"`python -m model_cards card {folder}`) and push again."
+            )
 
 
 def retry_model_command(folder: str | Path, repo_id: str, private: bool | None = None) -> str:
@@ -98,12 +121,14 @@ def push_model_folder(
 
     Raises:
         FileNotFoundError: when the folder is incomplete (nothing is sent).
-        HubPushError: when the Hub refuses or the connection fails; nothing local is changed.
+        HubPushError: when a file contains the token (nothing is sent), or the Hub refuses or the connection fails;
+            nothing local is changed.
     """
-    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub import CommitOperationAdd, HfApi, get_token
 
     folder = Path(folder)
     names = model_files(folder)
+    check_no_credentials(folder, names, [token, get_token()])
     try:
         api = HfApi(token=token)
         repo = api.create_repo(repo_id, private=private, exist_ok=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .card import RunInfo, write_model_card
-from .collect import command_line, dataset_statistics, hub_base_model, label_examples, read_json
+from .collect import command_line, config_file_text, dataset_statistics, hub_base_model, label_examples, read_json
 from .publish import HubPushError, push_model_folder, push_span_datasets
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def run_info(
         base_model=hub_base_model(settings.get("model_name_or_path")),
         dataset_id=settings.get("push_dataset_to_hub"),
         command=command_line(list(argv)),
-        config_text=config_path.read_text(encoding="utf-8").strip() if config_path else None,
+        config_text=config_file_text(config_path) if config_path else None,
         run_config=settings,
         label_examples=label_examples(source_train, labels) if source_train is not None else None,
         data_statistics={
@@ -94,13 +94,14 @@ def publish_run(
     datasets: Mapping[str, Any],
     labels: list[str],
     push_model: bool,
+    token: str | None = None,
 ) -> None:
     """`--push_dataset_to_hub` (the run's span data) and `--push_to_hub` (the model folder), in that order.
 
-    Both are attempted; if either fails, a `HubPushError` gathers the messages and retry commands.
+    Both are attempted; if either fails, a `HubPushError` gathers the messages and retry commands. `token` is the
+    run's `--hub_token` (taken out of the arguments so that no saved file holds it); None: the logged-in one.
     """
     settings = run_settings(arguments)
-    token = next((group.hub_token for group in arguments if getattr(group, "hub_token", None)), None)
     private = settings.get("hub_private_repo")
     errors = []
     dataset_id = settings.get("push_dataset_to_hub")

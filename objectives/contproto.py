@@ -50,11 +50,10 @@ class ContProtoSettings:
     contproto_consistency_weight: float = field(
         default=0.0, metadata=help_text("Weight of ContProto's symmetric-KL consistency between the two views.")
     )
-
     contproto_class_weighted: bool = field(
         default=True, metadata=help_text("ContProto: class-weighted source CE (the paper: plain CE, false).")
     )
-
+    methods: ClassVar[tuple[str, ...]] = ("contproto",)
     checks: ClassVar[tuple[SettingCheck, ...]] = (
         SettingCheck("contproto_prototype_momentum", lambda value: 0 <= value < 1, "must be in [0, 1)"),
         SettingCheck("contproto_warmup_epochs", lambda value: value >= 0, "must be >= 0"),

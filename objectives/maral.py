@@ -17,7 +17,7 @@ import torch
 from modeling_maral import decode_span_indices, span_cross_entropy
 
 from .base import batch_to_device, model_inputs, unwrap_model
-from .distributed import all_gather_rows, all_reduce_sum
+from .distributed import all_gather_rows, all_reduce_sum, global_mean_factor
 from .losses import per_class_counts, per_class_sums, target_span_loss, values_at_labels
 from .maral_adaptation import (
     bank_neighbour_margins,
@@ -85,6 +85,7 @@ class MaralSettings:
     )
     prior_floor: float = field(default=1e-12, metadata=help_text("Smallest class prior before the logarithm."))
 
+    methods: ClassVar[tuple[str, ...]] = ("maral",)
     checks: ClassVar[tuple[SettingCheck, ...]] = (
         SettingCheck("tau", lambda value: value >= 0, "must be >= 0"),
         SettingCheck("ul_tau", lambda value: value >= 0, "must be >= 0"),
@@ -271,7 +272,7 @@ class MaralObjective(PseudoLabelObjective):
             loss = loss + target_loss
             logs["target_loss"] = target_loss.item()
         if self.settings.student_mlm_weight > 0:
-            mlm_loss = self.masked_lm.loss(core, target_batch, trainer.processing_class, device)
+            mlm_loss = self.masked_lm.loss(model, target_batch, trainer.processing_class, device)
             loss = loss + self.settings.student_mlm_weight * mlm_loss
             logs["mlm_loss"] = mlm_loss.item()
         return loss, logs
@@ -283,7 +284,7 @@ class MaralObjective(PseudoLabelObjective):
         self._update_vmf_statistics(core, output.projections[mask], labels[mask])
         logits = core.vmf_logits(output.projections)
         adjusted = logits + self.source_tau * self.source_log_prior.to(logits)
-        loss = span_cross_entropy(adjusted, labels, mask, self.class_weights)
+        loss = span_cross_entropy(adjusted, labels, mask, self.class_weights) * global_mean_factor(mask.sum())
         keep = mask & ((labels != 0) | self._bernoulli(mask.shape, mask.device))
         return loss, (output.projections[keep].detach(), labels[keep])
 
@@ -350,7 +351,8 @@ class MaralObjective(PseudoLabelObjective):
         kept = reliable & (pruned_entity | (hard == 0))
         filtered = reliable & (hard != 0) & ~pruned_entity
         adjusted = logits + self.settings.ul_tau * torch.log(self.target_prior).to(logits)
-        return target_span_loss(adjusted, soft, kept, filtered, self.settings.target_loss_input)
+        loss = target_span_loss(adjusted, soft, kept, filtered, self.settings.target_loss_input)
+        return loss * global_mean_factor((kept | filtered).sum())
 
     def _pruned_entity_mask(self, batch, mask, soft):
         """True for the real spans that survive overlap pruning of the soft labels as entities."""

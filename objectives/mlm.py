@@ -10,7 +10,7 @@ import torch
 
 from data_loading.collator import mask_tokens_for_mlm
 
-from .base import unwrap_model
+from .distributed import all_reduce_max, global_mean_factor, process_rank_and_count
 from .settings import SettingCheck, help_text
 
 
@@ -39,6 +39,12 @@ class MlmSettings:
 class TargetMaskedLM:
     """Masks a batch of target sentences and returns the encoder's masked-LM loss on it.
 
+    The loss is computed by calling `model` (`forward(..., mlm_labels=...)`), so a DDP-wrapped model runs it like its
+    span passes. With several processes every process draws the masking numbers of the global batch (all
+    processes' sentences, padded to the longest) and uses its own rows, and the loss is the process's share of the
+    mean over every masked token (`global_mean_factor`): 2 processes x `b` sentences mask and train as 1 process x
+    `2b`.
+
     Args:
         mask_rate: probability that a subword is masked.
         hide_masked_tokens: hide masked positions from attention.
@@ -51,16 +57,27 @@ class TargetMaskedLM:
         self.generator = torch.Generator().manual_seed(seed)
 
     def loss(self, model, target_batch: dict[str, torch.Tensor], tokenizer, device) -> torch.Tensor:
-        """Masked-LM loss of `model` on `target_batch` (CPU or device tensors)."""
+        """Masked-LM loss of `model` (a `MaralForSpanNER` or its DDP wrapper) on `target_batch` (CPU or device
+        tensors)."""
+        input_ids = target_batch["input_ids"].cpu()
         masked_ids, attention, labels = mask_tokens_for_mlm(
-            target_batch["input_ids"].cpu(),
+            input_ids,
             target_batch["attention_mask"].cpu(),
             tokenizer,
             self.mask_rate,
-            self.generator,
-            self.hide_masked_tokens,
+            hide_masked_tokens=self.hide_masked_tokens,
+            draws=self._draws(input_ids.shape),
         )
-        return unwrap_model(model).mlm_loss(masked_ids.to(device), attention.to(device), labels.to(device))
+        labels = labels.to(device)
+        output = model(input_ids=masked_ids.to(device), attention_mask=attention.to(device), mlm_labels=labels)
+        return output.loss * global_mean_factor((labels != -100).sum())
+
+    def _draws(self, shape: torch.Size) -> torch.Tensor:
+        """This process's rows of the masking numbers of the global batch (every process draws all of them)."""
+        rank, world_size = process_rank_and_count()
+        rows, length = shape
+        draws = torch.rand((rows * world_size, all_reduce_max(length)), generator=self.generator)
+        return draws[rank * rows : (rank + 1) * rows, :length]
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}

@@ -56,6 +56,7 @@ class PramSettings:
         default=0.0, metadata=help_text("PRAM: smallest classifier confidence of a target span in the target term.")
     )
 
+    methods: ClassVar[tuple[str, ...]] = ("pram",)
     checks: ClassVar[tuple[SettingCheck, ...]] = (
         SettingCheck("pram_target_ramp_epochs", lambda value: value >= 0, "must be >= 0"),
         SettingCheck("pram_target_confidence", lambda value: 0 <= value <= 1, "must be in [0, 1]"),

@@ -14,10 +14,11 @@ import torch
 
 from evaluation_maral import precision_recall_f1, span_f1_counts
 from modeling_maral import SentencePrediction, decode_span_indices, decode_spans
+from output_layout import load_saved_state, save_atomically
 
 from .base import TrainingObjective, batch_to_device, model_inputs, unwrap_model
 from .distributed import all_gather_rows, all_reduce_sum, process_rank_and_count
-from .settings import SettingCheck, help_text
+from .settings import SELF_TRAINING_METHODS, SettingCheck, help_text
 
 PRUNING_MODES = ("legacy", "greedy", "none")
 TEACHER_SELECTIONS = ("source_dev", "last")
@@ -74,6 +75,7 @@ class PseudoLabelSettings:
     ema_start: float = field(default=0.95, metadata=help_text("EMA momentum of pseudo-label refinement at the start."))
     ema_end: float = field(default=0.80, metadata=help_text("EMA momentum of pseudo-label refinement at the end."))
 
+    methods: ClassVar[tuple[str, ...]] = SELF_TRAINING_METHODS
     checks: ClassVar[tuple[SettingCheck, ...]] = (
         SettingCheck("teacher_epochs", lambda value: value is None or value > 0, "must be > 0"),
         SettingCheck("teacher_selection", lambda value: value in TEACHER_SELECTIONS, "must be source_dev or last"),
@@ -246,13 +248,11 @@ class PseudoLabelStore:
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes the store atomically (temporary file, then rename)."""
-        temporary = f"{path}.tmp"
-        torch.save(self.state_dict(), temporary)
-        os.replace(temporary, path)
+        save_atomically(self.state_dict(), path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> PseudoLabelStore:
-        return cls.from_state_dict(torch.load(path, weights_only=True))
+        return cls.from_state_dict(load_saved_state(path, "a pseudo-label store"))
 
     def oracle_metrics(
         self, gold_by_sentence: dict[int, list[tuple[int, int, int]]], pruning: str

@@ -8,6 +8,7 @@ import torch
 from modeling_maral import span_cross_entropy
 
 from .base import TrainingObjective, model_inputs
+from .distributed import global_mean_factor
 from .mlm import MlmSettings, TargetMaskedLM
 from .registry import ObjectiveContext, register_objective
 
@@ -61,6 +62,7 @@ class SourceObjective(TrainingObjective):
     def compute_loss(self, trainer, model, inputs):
         output = model(**model_inputs(inputs), return_projections=False)
         source_loss = span_cross_entropy(output.logits, inputs["labels"], inputs["span_mask"], self.class_weights)
+        source_loss = source_loss * global_mean_factor(inputs["span_mask"].sum())
         logs = {"source_loss": source_loss.item()}
         loss = source_loss
         if self.mlm_weight > 0 and trainer.target_stream is not None:

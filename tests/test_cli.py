@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -418,3 +419,20 @@ def test_help_groups_the_flags_with_the_method_first(capsys):
     with pytest.raises(SystemExit):
         run_xner.parse_arguments(["--version"])
     assert capsys.readouterr().out.startswith("maral-xner ")
+
+
+def test_overwrite_output_dir_removes_the_previous_results_before_writing(cli_run, tiny_encoder_dir, tmp_path):
+    previous, _ = cli_run
+    output_dir = tmp_path / "out"
+    shutil.copytree(previous, output_dir)
+    (output_dir / "checkpoint-7").mkdir()  # a checkpoint of the earlier run
+    data = {"source_train_file": str(tmp_path / "train.json")}
+    write_json(tmp_path / "train.json", SOURCE_TRAIN)
+    run_xner.main(cli_args(tiny_encoder_dir, data, output_dir, "--do_train", "--max_steps", "1",
+                           "--overwrite_output_dir"))  # fmt: skip
+    all_results = json.loads((output_dir / "all_results.json").read_text(encoding="utf-8"))
+    assert "train_loss" in all_results and not [key for key in all_results if key.startswith(("predict", "eval"))]
+    for stale in ("predictions.jsonl", "predict_results.json", "eval_results.json", "checkpoint-7"):
+        assert not (output_dir / stale).exists(), stale
+    card = (output_dir / "README.md").read_text(encoding="utf-8")
+    assert "target_test" not in card and "source_dev" not in card

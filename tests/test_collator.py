@@ -129,8 +129,9 @@ def test_entity_coverage_counts_too_wide_and_truncated(unigram_tokenizer, caplog
     (features,) = featurize_words(unigram_tokenizer, [long_words], 4, max_seq_length)
     assert 1 < features.first_unread_word <= 7
     counts = entity_coverage(dataset, unigram_tokenizer, 4, max_seq_length, batch_size=1)
-    assert counts == {"total": 6, "too_wide": 1, "truncated": 2}
-    assert entity_coverage(dataset, unigram_tokenizer, 5, 128) == {"total": 6, "too_wide": 0, "truncated": 0}
+    assert counts == {"total": 6, "too_wide": 1, "truncated": 2, "no_subwords": 0}
+    expected = {"total": 6, "too_wide": 0, "truncated": 0, "no_subwords": 0}
+    assert entity_coverage(dataset, unigram_tokenizer, 5, 128) == expected
     unlabeled = load_spans(records, labels=list(TINY_LABELS), unlabeled=True)
     assert entity_coverage(unlabeled, unigram_tokenizer, 4, max_seq_length, column="gold_spans") == counts
     with caplog.at_level(logging.WARNING, logger="data_loading.collator"):
@@ -140,6 +141,17 @@ def test_entity_coverage_counts_too_wide_and_truncated(unigram_tokenizer, caplog
     with caplog.at_level(logging.WARNING, logger="data_loading.collator"):
         warn_about_unreachable_entities({"total": 6, "too_wide": 0, "truncated": 0}, "x", 4, 128)
     assert caplog.text == ""
+
+
+def test_entities_on_words_without_subwords_are_reported_with_that_reason(wordpiece_tokenizer, caplog):
+    records = [{"context": "Peter \x07 visited Paris", "span_posLabel": {"1;1": "MISC", "3;3": "LOC"}}]
+    dataset = load_spans(records, labels=list(TINY_LABELS))
+    counts = entity_coverage(dataset, wordpiece_tokenizer, 4, 128)
+    assert counts == {"total": 2, "too_wide": 0, "truncated": 0, "no_subwords": 1}
+    with caplog.at_level(logging.WARNING, logger="data_loading.collator"):
+        warn_about_unreachable_entities(counts, "target_test", 4, 128)
+    assert "1 with a first or last word the tokenizer gives no subword" in caplog.text
+    assert "past max_seq_length" not in caplog.text
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -189,7 +189,8 @@ def test_data_format_mismatch():
 
 
 def test_explicit_span_json_format_rejects_conll(tmp_path):
-    with pytest.raises(SpanDataError, match=re.escape(f"{FIXTURES / 'conll_iob2.txt'}: the top level is not a list")):
+    message = f"{FIXTURES / 'conll_iob2.txt'} (line 1, column 1): malformed JSON: the file starts with '-'"
+    with pytest.raises(SpanDataError, match=re.escape(message)):
         load_spans(FIXTURES / "conll_iob2.txt", data_format="span_json")
 
 

@@ -1,5 +1,6 @@
 """Two CPU processes (torchrun, gloo) x batch b train the same teacher, student and self-training state as one
-process x batch 2b."""
+process x batch 2b, with the default settings of the target MLM (teacher and student) and sentences of different
+lengths."""
 
 from __future__ import annotations
 
@@ -14,32 +15,36 @@ import torch
 from safetensors.torch import load_file
 
 from tests.tiny_models import TINY_LABELS
+from trainer_maral import MaralTrainingArguments
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TOLERANCE = 1e-4
-# Large values (vMF concentrations κ ~ 100) differ by float summation order between 1 and 2 processes.
-RELATIVE_TOLERANCE = 1e-5
-# Every sentence has six words, so every process scores as many spans as any other and per-process loss means
-# average to the global mean.
+# Measured (tiny BERT, gloo, default MLM weights, three sessions): weights and self-training state agree to at most
+# 5e-6 (the float reduction order of the all-reduces differs). The vMF concentrations κ = pR / (1 - R²) and their
+# log-normalisers amplify the rounding of the class-mean norms R by up to 1 / (1 - R²): relative <= 4e-5.
+TOLERANCE = 2e-5
+DERIVED_BUFFERS = {"vmf_kappa", "vmf_log_normalizer"}
+DERIVED_RELATIVE_TOLERANCE = 1e-3
+# Sentences of different lengths: the processes' batches hold different numbers of spans and MLM tokens, so the
+# losses must be means over every process's items (`objectives.distributed.global_mean_factor`).
 SOURCE = [
-    {"context": "Peter Blackburn visited Brussels on Monday", "span_posLabel": {"0;1": "PER", "3;3": "LOC"}},
-    {"context": "EU rejects German call to boycott", "span_posLabel": {"0;0": "ORG", "2;2": "MISC"}},
-    {"context": "Angela Merkel visited Paris and London", "span_posLabel": {"0;1": "PER", "3;3": "LOC"}},
-    {"context": "The European Union said on Monday", "span_posLabel": {"1;2": "ORG"}},
+    {"context": "Peter Blackburn visited Brussels on Monday ok", "span_posLabel": {"0;1": "PER", "3;3": "LOC"}},
+    {"context": "EU rejects German call", "span_posLabel": {"0;0": "ORG", "2;2": "MISC"}},
+    {"context": "Angela Merkel visited Paris", "span_posLabel": {"0;1": "PER", "3;3": "LOC"}},
+    {"context": "The European Union said on Monday that it rejects the call", "span_posLabel": {"1;2": "ORG"}},
     {"context": "Werner Zwingmann said British lamb .", "span_posLabel": {"0;1": "PER", "3;3": "MISC"}},
-    {"context": "Reuters visited London and Berlin .", "span_posLabel": {"0;0": "ORG", "2;2": "LOC", "4;4": "LOC"}},
-    {"context": "Germany 's representative visited Madrid .", "span_posLabel": {"0;0": "LOC", "4;4": "LOC"}},
+    {"context": "Reuters visited London", "span_posLabel": {"0;0": "ORG", "2;2": "LOC"}},
+    {"context": "Germany 's representative visited Madrid and London on Monday .", "span_posLabel": {"0;0": "LOC"}},
     {"context": "Peter said the UNO rejects it", "span_posLabel": {"0;0": "PER", "3;3": "ORG"}},
 ]
 TARGET = [
-    {"context": "Die Europäische Kommission sagte am Donnerstag", "span_posLabel": {"1;2": "ORG"}},
-    {"context": "Angela Merkel besuchte Paris und London", "span_posLabel": {"0;1": "PER"}},
-    {"context": "El presidente de España viajó ayer", "span_posLabel": {"3;3": "LOC"}},
-    {"context": "Naciones Unidas en Madrid con Merkel", "span_posLabel": {"0;1": "ORG"}},
-    {"context": "Merkel sagte am Donnerstag in Berlin", "span_posLabel": {"0;0": "PER"}},
-    {"context": "Paris und Berlin sagten am Montag", "span_posLabel": {"0;0": "LOC", "2;2": "LOC"}},
+    {"context": "Die Europäische Kommission sagte am Donnerstag in Berlin", "span_posLabel": {"1;2": "ORG"}},
+    {"context": "Angela Merkel besuchte Paris", "span_posLabel": {"0;1": "PER"}},
+    {"context": "El presidente de España viajó ayer a Madrid con Naciones Unidas", "span_posLabel": {"3;3": "LOC"}},
+    {"context": "Naciones Unidas en Madrid", "span_posLabel": {"0;1": "ORG"}},
+    {"context": "Merkel sagte", "span_posLabel": {"0;0": "PER"}},
+    {"context": "Paris und Berlin sagten am Montag , dass sie", "span_posLabel": {"0;0": "LOC", "2;2": "LOC"}},
     {"context": "Die UNO tagte in Berlin heute", "span_posLabel": {"1;1": "ORG", "4;4": "LOC"}},
-    {"context": "Peter flog nach London am Montag", "span_posLabel": {"0;0": "PER", "3;3": "LOC"}},
+    {"context": "Peter flog nach London", "span_posLabel": {"0;0": "PER", "3;3": "LOC"}},
 ]
 
 
@@ -62,8 +67,6 @@ def flags(directory: Path, encoder_dir: Path, output_dir: Path, batch_size: int)
         "--update_soft_start=1",  # kNN counts and margins in epoch 1 (selection would make span counts differ)
         "--knn_k=5",
         "--knn_o_keep_rate=1.0",  # the bank's O sample is drawn per process: keep every span
-        "--mlm_weight=0",  # MLM masks are drawn per process
-        "--student_mlm_weight=0",
         "--classifier_dropout=0",
         "--encoder_dropout=0",
         "--train_sampling_strategy=sequential",
@@ -97,8 +100,11 @@ def assert_close(expected: torch.Tensor, actual: torch.Tensor, name: str) -> Non
     assert expected.shape == actual.shape, name
     if expected.dtype == torch.bool or not expected.is_floating_point():
         assert torch.equal(expected, actual), name
-    else:
-        assert torch.allclose(expected.double(), actual.double(), atol=TOLERANCE, rtol=RELATIVE_TOLERANCE), name
+        return
+    expected, actual = expected.double(), actual.double()
+    relative = DERIVED_RELATIVE_TOLERANCE if name in DERIVED_BUFFERS else 0.0
+    difference = (expected - actual).abs().max().item()
+    assert torch.allclose(expected, actual, atol=TOLERANCE, rtol=relative), (name, difference)
 
 
 @pytest.mark.parametrize("stage", ["teacher", "rounds/round_1"])
@@ -122,9 +128,31 @@ def test_two_processes_keep_the_same_self_training_state(outputs):
     assert expected["bank"].numel() > 0 and expected["neighbour_margins"].abs().sum() > 0
 
 
+def test_both_stages_trained_the_target_masked_lm(outputs, tmp_path, tiny_encoder_dir):
+    given = flags(tmp_path, tiny_encoder_dir, tmp_path / "out", batch_size=2)
+    assert not [flag for flag in given if "mlm" in flag]  # the defaults: teacher and student MLM weights > 0
+    assert MaralTrainingArguments("out").mlm_weight > 0 and MaralTrainingArguments("out").student_mlm_weight > 0
+    for folder in outputs:
+        records = [json.loads(line) for line in (folder / "self_training_log.jsonl").read_text().splitlines()]
+        student_epochs = [record for record in records if record["stage"] == "round_1"]
+        assert student_epochs and all(record["loss_terms"]["mlm_loss"] > 0 for record in student_epochs)
+
+
 def test_two_processes_report_the_same_metrics(outputs):
     single, double = outputs
     expected = json.loads((single / "all_results.json").read_text())
     actual = json.loads((double / "all_results.json").read_text())
     for key in ("round_1_target_test_span_f1", "predict_target_test_span_f1", "teacher_pseudo_label_oracle_f1"):
         assert abs(expected[key] - actual[key]) <= TOLERANCE, key
+
+
+def test_the_masked_lm_pass_is_a_forward_mode(tiny_encoder_dir):
+    from modeling_maral import MaralForSpanNER
+
+    model = MaralForSpanNER.from_encoder(str(tiny_encoder_dir), labels=list(TINY_LABELS)).eval()
+    input_ids = torch.tensor([[2, 7, 4, 9, 3], [2, 8, 4, 3, 0]])
+    attention = (input_ids != 0).long()
+    labels = torch.full_like(input_ids, -100)
+    labels[0, 2], labels[1, 2] = 11, 12
+    output = model(input_ids=input_ids, attention_mask=attention, mlm_labels=labels)
+    assert output.logits is None and torch.equal(output.loss, model.mlm_loss(input_ids, attention, labels))

@@ -353,3 +353,79 @@ def test_server_rejects_an_invalid_model_index(hub):
     bad = "---\n" + yaml.safe_dump({"model-index": [{"name": "x", "results": [{"metrics": []}]}]}) + "---\n"
     assert validate_card_metadata(bad, "model")
     assert validate_card_metadata("---\nlicense: mit\n---\n# ok\n", "model") == []
+
+
+SECRET_TOKEN = "hf_" + "ConfigFileSecret0123456789abcdefXYZ"
+
+
+@pytest.fixture(scope="module")
+def tampered_encoder_dir(tiny_encoder_dir, tmp_path_factory) -> Path:
+    """The tiny encoder with remote-code keys in its config.json and tokenizer_config.json."""
+    folder = tmp_path_factory.mktemp("tampered_encoder")
+    for path in tiny_encoder_dir.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    for name, untrusted in (
+        ("config.json", {"trust_remote_code": True, "auto_map": {"AutoModel": "evil/repo--evil.Model"}}),
+        ("tokenizer_config.json", {"trust_remote_code": True, "auto_map": {"AutoTokenizer": ["evil.Tok", None]}}),
+    ):
+        content = json.loads((folder / name).read_text())
+        (folder / name).write_text(json.dumps({**content, **untrusted}))
+    return folder
+
+
+def test_a_config_with_a_hub_token_and_local_paths_publishes_neither(
+    hub, tampered_encoder_dir, data_files, tmp_path
+):
+    output_dir = tmp_path / "out"
+    output_dir.mkdir()
+    (output_dir / "stray_adapter.safetensors").write_bytes(b"not part of the model")  # must never be pushed
+    config = {
+        "model_name_or_path": str(tampered_encoder_dir.resolve()),
+        "output_dir": str(output_dir.resolve()),
+        **{key: str(Path(value).resolve()) for key, value in data_files.items()},
+        "num_train_epochs": 1,
+        "max_steps": 2,
+        "per_device_train_batch_size": 4,
+        "use_cpu": True,
+        "report_to": "none",
+        "save_strategy": "no",
+        "disable_tqdm": True,
+        "overwrite_output_dir": True,
+        "do_train": True,
+        "do_predict": True,
+        "push_to_hub": True,
+        "hub_model_id": "user/config-model",
+        "hub_token": SECRET_TOKEN,
+    }
+    config_file = tmp_path / "run.json"
+    config_file.write_text(json.dumps(config, indent=2))
+    completed = run_client(hub, tmp_path / "hf_home", ["run_xner.py", str(config_file)])
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-4000:]
+
+    remote = hub.files("user/config-model")
+    assert set(remote) == PUBLISHED_FILES  # exactly the listed files: not the stray *.safetensors
+    written = {path.name: path.read_bytes() for path in output_dir.rglob("*") if path.is_file()}
+    for name, content in [*remote.items(), *written.items()]:
+        assert SECRET_TOKEN.encode() not in content, name  # training_args.bin and checkpoints included
+    for name, content in remote.items():
+        if name.endswith((".json", ".md", ".py")):
+            text = content.decode("utf-8")
+            assert str(tmp_path.resolve()) not in text and str(tampered_encoder_dir) not in text, name
+            assert "evil" not in text and "trust_remote_code\": true" not in text, name
+    card = remote["README.md"].decode("utf-8")
+    assert '"hub_token": "<redacted>"' in card and "<local>/en_train.json" in card
+    saved_config = json.loads(remote["config.json"])
+    assert "_name_or_path" not in saved_config["encoder_config"]
+    assert "auto_map" not in json.loads(remote["tokenizer_config.json"])
+
+
+def test_a_push_refuses_files_that_hold_its_token(output_dir, hub, tmp_path):
+    from model_cards import HubPushError, push_model_folder
+
+    folder = tmp_path / "leaky"
+    folder.mkdir()
+    for name in PUBLISHED_FILES - {".gitattributes"}:
+        (folder / name).write_bytes((output_dir / name).read_bytes())
+    (folder / "README.md").write_text(f"token: {SECRET_TOKEN}\n")
+    with pytest.raises(HubPushError, match=r"README.md contains a Hub token: nothing was pushed"):
+        push_model_folder(folder, "user/leaky", token=SECRET_TOKEN)
