@@ -666,3 +666,17 @@ def test_numpy_integer_span_indices_are_accepted():
     records = [{"tokens": ["Peter", "visited", "Paris"], "spans": [{"start": np.int64(2), "end": np.int32(2),
                                                                    "label": "LOC"}]}]  # fmt: skip
     assert load_spans(records, labels=LABELS)["spans"][0] == [{"start": 2, "end": 2, "label": LABELS.index("LOC")}]
+
+
+def test_a_degenerate_setting_exits_non_zero_from_the_command_line(tmp_path, tiny_encoder_dir):
+    import subprocess
+    import sys
+
+    argv = single_stage_argv(tmp_path, tiny_encoder_dir, "--contrastive_temperature=0")
+    environment = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    completed = subprocess.run(
+        [sys.executable, str(Path(run_xner.__file__)), *argv], capture_output=True, text=True, env=environment
+    )
+    assert completed.returncode != 0
+    assert "`--contrastive_temperature` must be a number > 0; got 0.0" in completed.stderr
+    assert not (tmp_path / "out").exists()
