@@ -290,14 +290,17 @@ class Layout:
         return self.output_root / "failed" / f"{cell.key}.json"
 
     def is_done(self, cell: Cell) -> bool:
-        return self.result_file(cell).is_file()
+        """Whether the cell has its result; a teacher also needs its saved model (the output folders are not
+        committed: on a new machine a teacher with a committed result is trained again for its students)."""
+        return self.result_file(cell).is_file() and (cell.needs_teacher or self.has_model(cell))
+
+    def has_model(self, cell: Cell) -> bool:
+        return (self.output_dir(cell) / "config.json").is_file()
 
     def teacher_ready(self, cell: Cell) -> bool:
         """Whether the cell can start: it needs no teacher, or its teacher has a result and a saved model."""
         teacher = cell.teacher
-        return not cell.needs_teacher or (
-            self.is_done(teacher) and (self.output_dir(teacher) / "config.json").is_file()
-        )
+        return not cell.needs_teacher or self.is_done(teacher)
 
 
 PLAN_SEEDS = {"conll_de": (1, 2, 3), "wikiann_zh": (1, 2, 3), "wikiann_ar": (1,), "wikiann_hi": (1,)}
@@ -492,7 +495,7 @@ def run_cell(
         SystemExit: Without an encoder, a finished teacher (for a student), or CUDA (`gpu` protocol).
     """
     result_file = layout.result_file(cell)
-    if result_file.is_file() and not force:
+    if layout.is_done(cell) and not force:
         print(f"skipping {cell.key}: {result_file} exists (pass --force to run it again)")
         return None
     check_can_run(cell, protocol, layout, encoder)

@@ -451,3 +451,16 @@ def test_summary_means_stds_and_paired_differences(tmp_path, capsys):
     maral = summary["conll_de"]["maral"]["target_test_span_f1"]
     assert f"| maral | 1,2,3 | {100 * maral['mean']:.2f} ± {100 * maral['std']:.2f} |" in table
     assert "### wikiann_hi" in table
+
+
+def test_a_teacher_without_its_saved_model_is_not_done(tmp_path):
+    protocol = matrix.resolve_protocol("cpu")
+    layout = matrix.Layout.for_protocol(tmp_path / "out", tmp_path / "results", protocol)
+    teacher, student = matrix.Cell("conll_de", "source_only", 1), matrix.Cell("conll_de", "maral", 1)
+    matrix_data.write_json_atomically(layout.result_file(teacher), {"target_test_span_f1": 0.5})
+    assert not layout.is_done(teacher) and not layout.teacher_ready(student)  # a new machine: train it again
+    layout.output_dir(teacher).mkdir(parents=True)
+    (layout.output_dir(teacher) / "config.json").write_text("{}")
+    assert layout.is_done(teacher) and layout.teacher_ready(student)
+    matrix_data.write_json_atomically(layout.result_file(student), {"target_test_span_f1": 0.6})
+    assert layout.is_done(student)  # a student's result is enough
