@@ -58,16 +58,7 @@ from modeling_maral import (
     __version__,
     check_span_limits,
 )
-from objectives import (
-    OBJECTIVES,
-    ContProtoSettings,
-    MaralSettings,
-    MclSettings,
-    MlmSettings,
-    PramSettings,
-    PseudoLabelSettings,
-    class_weights_from_counts,
-)
+from objectives import OBJECTIVES, class_weights_from_counts
 from objectives.settings import SettingCheck, is_positive, is_probability_below_one, validate_settings
 from output_layout import (
     ALL_RESULTS_FILE,
@@ -247,12 +238,8 @@ HELP_GROUPS = (
     ("Method", ("help", "version", "method")),
     ("Data", DataArguments),
     ("Model", ModelArguments),
-    ("Teacher -> student self-training", PseudoLabelSettings),
-    ("Masked-LM auxiliary", MlmSettings),
-    ("MARAL", MaralSettings),
-    ("ContProto", ContProtoSettings),
-    ("PRAM", PramSettings),
-    ("MCL-NER", MclSettings),
+    # every method's settings, as `MaralTrainingArguments` composes them (each names its own `help_group`)
+    *((cls.help_group, cls) for cls in MaralTrainingArguments.__mro__ if "help_group" in vars(cls)),
     ("Output and publishing", RunArguments),
     ("Cross-lingual training", ("target_batch_size", "eval_decoding", "head_learning_rate")),
 )

@@ -70,7 +70,7 @@ METHODS = methods()
 
 @dataclass
 class MaralTrainingArguments(
-    MlmSettings, PseudoLabelSettings, MaralSettings, ContProtoSettings, PramSettings, MclSettings, TrainingArguments
+    PseudoLabelSettings, MlmSettings, MaralSettings, ContProtoSettings, PramSettings, MclSettings, TrainingArguments
 ):
     """`TrainingArguments` plus the cross-lingual settings: the method, and the settings of every method (each
     defined beside its objective: `MlmSettings`, `PseudoLabelSettings`, `MaralSettings`, `ContProtoSettings`,

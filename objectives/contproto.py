@@ -53,6 +53,7 @@ class ContProtoSettings:
     contproto_class_weighted: bool = field(
         default=True, metadata=help_text("ContProto: class-weighted source CE (the paper: plain CE, false).")
     )
+    help_group: ClassVar[str] = "ContProto"
     methods: ClassVar[tuple[str, ...]] = ("contproto",)
     checks: ClassVar[tuple[SettingCheck, ...]] = (
         SettingCheck("contproto_prototype_momentum", lambda value: 0 <= value < 1, "must be in [0, 1)"),

@@ -85,6 +85,7 @@ class MaralSettings:
     )
     prior_floor: float = field(default=1e-12, metadata=help_text("Smallest class prior before the logarithm."))
 
+    help_group: ClassVar[str] = "MARAL"
     methods: ClassVar[tuple[str, ...]] = ("maral",)
     checks: ClassVar[tuple[SettingCheck, ...]] = (
         SettingCheck("tau", lambda value: value >= 0, "must be >= 0"),

@@ -40,6 +40,7 @@ class MclSettings:
     )
     mcl_distill_weight: float = field(default=1.0, metadata=help_text("MCL-NER distillation (MSE) weight w₂."))
 
+    help_group: ClassVar[str] = "MCL-NER"
     methods: ClassVar[tuple[str, ...]] = ("mcl",)
     checks: ClassVar[tuple[SettingCheck, ...]] = (
         SettingCheck("mcl_confidence_threshold", lambda value: 0 <= value <= 1, "must be in [0, 1]"),

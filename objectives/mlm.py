@@ -30,6 +30,7 @@ class MlmSettings:
         default=True, metadata=help_text("Hide masked positions from attention, as the reference code does.")
     )
 
+    help_group: ClassVar[str] = "Masked-LM auxiliary"
     checks: ClassVar[tuple[SettingCheck, ...]] = (
         SettingCheck("mlm_weight", lambda value: value >= 0, "must be >= 0"),
         SettingCheck("mlm_mask_rate", lambda value: 0 < value < 1, "must be in (0, 1)"),

@@ -56,6 +56,7 @@ class PramSettings:
         default=0.0, metadata=help_text("PRAM: smallest classifier confidence of a target span in the target term.")
     )
 
+    help_group: ClassVar[str] = "PRAM"
     methods: ClassVar[tuple[str, ...]] = ("pram",)
     checks: ClassVar[tuple[SettingCheck, ...]] = (
         SettingCheck("pram_target_ramp_epochs", lambda value: value >= 0, "must be >= 0"),

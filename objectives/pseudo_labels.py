@@ -75,6 +75,7 @@ class PseudoLabelSettings:
     ema_start: float = field(default=0.95, metadata=help_text("EMA momentum of pseudo-label refinement at the start."))
     ema_end: float = field(default=0.80, metadata=help_text("EMA momentum of pseudo-label refinement at the end."))
 
+    help_group: ClassVar[str] = "Teacher -> student self-training"
     methods: ClassVar[tuple[str, ...]] = SELF_TRAINING_METHODS
     checks: ClassVar[tuple[SettingCheck, ...]] = (
         SettingCheck("teacher_epochs", lambda value: value is None or value > 0, "must be > 0"),
