@@ -635,6 +635,11 @@ def save_final_model(model: MaralForSpanNER, training_args: MaralTrainingArgumen
     torch.save(training_args, output_dir / TRAINING_ARGS_NAME)
 
 
+def named_datasets(datasets: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """The loaded datasets among `names`, in that order."""
+    return {name: datasets[name] for name in names if name in datasets}
+
+
 def train(
     model: MaralForSpanNER,
     training_args: MaralTrainingArguments,
@@ -659,7 +664,7 @@ def train(
             source_class_counts,
             class_weights,
             eval_datasets=eval_datasets,
-            report_datasets={name: datasets[name] for name in REPORTED_DATASETS if name in datasets},
+            report_datasets=named_datasets(datasets, REPORTED_DATASETS),
             code_switched=code_switched,
         )
         model, metrics = pipeline.run()
@@ -699,7 +704,7 @@ def evaluate_and_predict(
     batch_size, decoding = training_args.per_device_eval_batch_size, training_args.eval_decoding
     progress = not training_args.disable_tqdm
     output = Path(training_args.output_dir) / PREDICTIONS_FILE if training_args.should_save else None
-    eval_datasets = {name: datasets[name] for name in EVALUATED_DATASETS if name in datasets}
+    eval_datasets = named_datasets(datasets, EVALUATED_DATASETS)
     if training_args.do_eval and eval_datasets:
         results["eval"] = evaluate_datasets(
             model, eval_datasets, "eval", batch_size, decoding, show_progress_bar=progress
@@ -749,7 +754,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             model,
             training_args,
             datasets,
-            {name: datasets[name] for name in EVALUATED_DATASETS if name in datasets},
+            named_datasets(datasets, EVALUATED_DATASETS),
             count_span_labels(datasets["source_train"], model.config.max_span_width),
             lambda path: build_model(model_args, data_args, labels, path),
             load_code_switched(data_args, training_args, labels, datasets),

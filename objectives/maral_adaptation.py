@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from .losses import per_class_counts, per_class_sums
+
 if TYPE_CHECKING:
     from .pseudo_labels import PseudoLabelStore
 
@@ -121,9 +123,9 @@ def bank_neighbour_margins(
         similarity[rows, start + rows] = -math.inf  # not its own neighbour
         neighbours = similarity.topk(k, dim=1).indices
         labels = bank_labels[start : start + chunk_size]
-        same_class = (bank_labels[neighbours] == labels.unsqueeze(1)).sum(1).double()
-        sums.index_add_(0, labels, same_class)
-        counts += torch.bincount(labels, minlength=num_labels).double()
+        same_class = (bank_labels[neighbours] == labels.unsqueeze(1)).sum(1)
+        sums += per_class_sums(labels, same_class, num_labels)
+        counts += per_class_counts(labels, num_labels)
     return class_margins(sums, counts).float()
 
 
