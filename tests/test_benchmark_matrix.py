@@ -181,18 +181,22 @@ def test_first_n_protocol_is_the_cpu_budget_without_random_sampling(tmp_path):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def test_plan_puts_teachers_first_and_maral_last():
+def test_plan_runs_the_seed_one_comparison_first_and_each_cell_once():
     plan = matrix.build_plan()
     assert len(plan) == len(set(plan)) == 8 + 16 + 4 + 4 + 8
-    teachers = [(cell.dataset, cell.seed) for cell in plan[:8]]
-    assert teachers[:4] == [("conll_de", 1), ("wikiann_zh", 1), ("wikiann_ar", 1), ("wikiann_hi", 1)]
-    assert {cell.method for cell in plan[:8]} == {"source_only"}
-    assert {cell.method for cell in plan[-8:]} == {"maral"}
+    assert [(cell.dataset, cell.method, cell.seed) for cell in plan[:4]] == [
+        (dataset, "source_only", 1) for dataset in ("wikiann_hi", "wikiann_ar", "conll_de", "wikiann_zh")
+    ]
+    assert [cell.method for cell in plan[4:6]] == ["maral", "self_training"]
+    assert {cell.seed for cell in plan[:16]} == {1}
+    for position, cell in enumerate(plan):  # every student after its teacher
+        assert not cell.needs_teacher or plan.index(cell.teacher) < position
     assert {cell.seed for cell in plan if cell.method in ("pram", "mcl")} == {1}
+    assert {cell.seed for cell in plan[-12:]} == {2, 3}
     layout = matrix.Layout.for_protocol(Path("out"), Path("res"), matrix.resolve_protocol("cpu"))
-    assert layout.result_file(plan[-1]) == Path("res/wikiann_zh/maral_seed3.json")
-    assert layout.output_dir(plan[0]) == Path("out/conll_de/source_only_seed1")
-    assert layout.log_file(plan[0]) == Path("out/logs/conll_de_source_only_seed1.log")
+    assert layout.result_file(plan[-1]) == Path("res/wikiann_zh/contproto_seed3.json")
+    assert layout.output_dir(plan[0]) == Path("out/wikiann_hi/source_only_seed1")
+    assert layout.log_file(plan[0]) == Path("out/logs/wikiann_hi_source_only_seed1.log")
     only = matrix.build_plan(["source_only", "contproto"])
     assert {cell.method for cell in only} == {"source_only", "contproto"} and len(only) == 16
 
