@@ -32,6 +32,8 @@ PREDICTIONS_FILE = "predictions.jsonl"
 """The entities of every target test sentence."""
 ALL_RESULTS_FILE = "all_results.json"
 CARD_FILE = "README.md"
+RUN_INFO_FILE = "run_info.json"
+"""What the card knows about the run beyond the folder's files (`model_cards.RunInfo`), to write the card again."""
 RESULT_FILES = (
     ALL_RESULTS_FILE,
     "train_results.json",
@@ -39,6 +41,7 @@ RESULT_FILES = (
     "predict_results.json",
     PREDICTIONS_FILE,
     CARD_FILE,
+    RUN_INFO_FILE,
     SELF_TRAINING_LOG,
     "trainer_state.json",
 )

@@ -10,7 +10,9 @@ Train on labelled source-language data, use raw target-language text, evaluate o
         --target_unlabeled_file examples/data/de_unlabeled.json --target_test_file examples/data/de_test.json \
         --output_dir outputs/demo --do_train --do_eval --do_predict
 
-or with every argument in one JSON/YAML file: `python run_xner.py examples/demo_en_de.json`.
+or from datasets, by split (`data_loading.sources`): `--dataset_name wikiann --dataset_config_name en
+--target_dataset_config_name de`; or with every argument in one JSON/YAML file: `python run_xner.py
+examples/demo_en_de.json`.
 
 Outputs in `--output_dir`: the model (safetensors, `config.json` with `auto_map`, `modeling_maral.py`, tokenizer),
 its model card `README.md`, `train_results.json`, `eval_results.json`, `predict_results.json`, `all_results.json` and
@@ -40,12 +42,18 @@ from transformers.trainer import TRAINING_ARGS_NAME
 from data_loading import (
     code_switch_dataset,
     count_span_labels,
-    infer_labels,
     load_code_switched_file,
-    load_spans,
     read_bilingual_dictionary,
 )
 from data_loading.collator import entity_coverage, warn_about_unreachable_entities
+from data_loading.sources import (
+    UNLABELED_DATASETS,
+    data_sources,
+    datasets_named,
+    file_flags,
+    load_source,
+    source_labels,
+)
 from evaluation_maral import evaluate_datasets, evaluate_model, flatten_metrics
 from model_cards.publish import weight_files
 from model_cards.run import publish_run, write_run_card
@@ -138,7 +146,8 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
-    """Data files and span limits. Files are span JSON or CoNLL/BIO (detected from their content)."""
+    """Data files or datasets, and span limits. Files are span JSON or CoNLL/BIO (detected from their content); a
+    dataset (Hub id or local folder) feeds the run by split (`data_loading.sources`)."""
 
     source_train_file: str | None = field(default=None, metadata={"help": "Labelled source-language training file."})
     source_validation_file: str | None = field(
@@ -150,6 +159,36 @@ class DataArguments:
     )
     target_validation_file: str | None = field(default=None, metadata={"help": "Labelled target-language dev file."})
     target_test_file: str | None = field(default=None, metadata={"help": "Labelled target-language test file."})
+    train_file: str | None = field(default=None, metadata={"help": "Stands for --source_train_file (run_ner.py)."})
+    validation_file: str | None = field(
+        default=None, metadata={"help": "Stands for --source_validation_file (run_ner.py)."}
+    )
+    test_file: str | None = field(default=None, metadata={"help": "Stands for --target_test_file (run_ner.py)."})
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Source-language dataset (Hub id or local folder): train -> source training data, validation -> "
+            "source dev; a file flag replaces its split."
+        },
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of --dataset_name."})
+    target_dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Target-language dataset: train -> target text (its tags dropped), validation -> target dev, test "
+            "-> target test; unset with --target_dataset_config_name: --dataset_name."
+        },
+    )
+    target_dataset_config_name: str | None = field(
+        default=None, metadata={"help": "Configuration of --target_dataset_name (e.g. de)."}
+    )
+    text_column_name: str | None = field(
+        default=None, metadata={"help": "Column of the words in the datasets; unset: tokens or words."}
+    )
+    label_column_name: str | None = field(
+        default=None,
+        metadata={"help": "Column of the tags (or spans) in the datasets; unset: ner_tags, tags or spans."},
+    )
     predict_file: str | None = field(
         default=None,
         metadata={
@@ -200,6 +239,9 @@ class DataArguments:
     def __post_init__(self) -> None:
         check_span_limits(self.max_span_width, self.max_seq_length, flag_prefix="--")
         validate_settings(self)
+        for flag, path in file_flags(dataclasses.asdict(self)).items():  # --train_file etc. stand for their flags
+            setattr(self, flag, path)
+        datasets_named(dataclasses.asdict(self))  # a configuration needs its dataset
 
     def label_list(self) -> list[str] | None:
         """`--labels` as a list with `O` first (it may be left out); None when not given.
@@ -230,6 +272,13 @@ class RunArguments:
     )
     push_dataset_to_hub: str | None = field(
         default=None, metadata={"help": "Hub dataset id (user/name) to push the run's span data to, as a DatasetDict."}
+    )
+    license: str | None = field(
+        default=None,
+        metadata={
+            "help": "License of the model on its card (a Hub license id: mit, apache-2.0, ...); unset: the encoder's "
+            "when its card or conversion record names one, else none."
+        },
     )
 
 
@@ -370,20 +419,35 @@ def remove_previous_outputs(output_dir: Path, training_args: MaralTrainingArgume
         logger.info("--overwrite_output_dir: removed %s of an earlier run.", path)
 
 
-def load_datasets(data_args: DataArguments, labels: list[str]) -> dict[str, Any]:
-    """Loads every given data file; the target text is loaded as unlabeled (gold kept apart in `gold_spans`)."""
-    specs = {
-        "source_train": (data_args.source_train_file, data_args.max_train_samples, False),
-        "source_dev": (data_args.source_validation_file, data_args.max_eval_samples, False),
-        "target_unlabeled": (data_args.target_unlabeled_file, data_args.max_unlabeled_samples, True),
-        "target_dev": (data_args.target_validation_file, data_args.max_eval_samples, False),
-        "target_test": (data_args.target_test_file, data_args.max_predict_samples, False),
+def find_data_sources(data_args: DataArguments, training_args: MaralTrainingArguments) -> dict[str, Any]:
+    """Where each dataset of the run comes from (`data_loading.sources.data_sources`): files and dataset splits,
+    checked before any work, with the splits this run needs (source training data for `--do_train`, target text for
+    a method that reads it, target test data for `--do_predict` without `--predict_file`)."""
+    required = {}
+    if training_args.do_train:
+        required["source_train"] = "--do_train"
+        if OBJECTIVES[training_args.method].needs_target_text:
+            required["target_unlabeled"] = f"--method {training_args.method}"
+    if training_args.do_predict and not data_args.predict_file:
+        required["target_test"] = "--do_predict"
+    return data_sources(dataclasses.asdict(data_args), labels=data_args.label_list(), required=required)
+
+
+def load_datasets(data_args: DataArguments, labels: list[str], sources: dict[str, Any]) -> dict[str, Any]:
+    """Loads every dataset of the run from its file or dataset split; the target text is loaded as unlabeled (the
+    gold spans of a file kept apart in `gold_spans`)."""
+    max_samples = {
+        "source_train": data_args.max_train_samples,
+        "source_dev": data_args.max_eval_samples,
+        "target_unlabeled": data_args.max_unlabeled_samples,
+        "target_dev": data_args.max_eval_samples,
+        "target_test": data_args.max_predict_samples,
     }
     datasets = {}
-    for name, (path, max_samples, unlabeled) in specs.items():
-        if path is not None:
-            datasets[name] = load_spans(path, labels=labels, unlabeled=unlabeled, max_samples=max_samples)
-            logger.info("Loaded %s: %d sentences from %s", name, len(datasets[name]), path)
+    for name, source in sources.items():
+        unlabeled = name in UNLABELED_DATASETS
+        datasets[name] = load_source(source, labels, unlabeled=unlabeled, max_samples=max_samples[name])
+        logger.info("Loaded %s: %d sentences from %s", name, len(datasets[name]), getattr(source, "where", source))
     return datasets
 
 
@@ -406,8 +470,8 @@ def load_code_switched(
     )
 
 
-def resolve_labels(data_args: DataArguments, model_args: ModelArguments) -> list[str]:
-    """Labels from `--labels`, else from a trained model's config, else inferred from the source training file."""
+def resolve_labels(data_args: DataArguments, model_args: ModelArguments, sources: dict[str, Any]) -> list[str]:
+    """Labels from `--labels`, else from a trained model's config, else inferred from the source training data."""
     given = data_args.label_list()
     trained = trained_model_labels(model_args.model_name_or_path)
     if given is not None and trained is not None and given != trained:
@@ -418,13 +482,15 @@ def resolve_labels(data_args: DataArguments, model_args: ModelArguments) -> list
         return given
     if trained is not None:
         return trained
-    if data_args.source_train_file is None:
-        raise ValueError("Pass --labels or --source_train_file so that the label set is known.")
-    labels = infer_labels(data_args.source_train_file)
+    if "source_train" not in sources:
+        raise ValueError("Pass --labels, --source_train_file or --dataset_name so that the label set is known.")
+    source = sources["source_train"]
+    labels = source_labels(source)
     if len(labels) == 1:
+        where = getattr(source, "where", f"--source_train_file {source}")
         raise ValueError(
-            f"--source_train_file {data_args.source_train_file} has no entity spans: the label set would be only O, "
-            "and nothing could be learned. Pass a file with entities (and --labels to fix the label set)."
+            f"{where} has no entity spans: the label set would be only O, and nothing could be learned. Pass data "
+            "with entities (and --labels to fix the label set)."
         )
     return labels
 
@@ -737,12 +803,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         check_trained_model(training_args.teacher_checkpoint, "--teacher_checkpoint")
     set_seed(training_args.seed)
 
-    labels = resolve_labels(data_args, model_args)
-    datasets = load_datasets(data_args, labels)
+    sources = find_data_sources(data_args, training_args)
+    if training_args.do_train and "source_train" not in sources:
+        raise ValueError("--do_train needs source training data: --source_train_file, or --dataset_name.")
+    labels = resolve_labels(data_args, model_args, sources)
+    datasets = load_datasets(data_args, labels, sources)
     model = build_model(model_args, data_args, labels)
     report_coverage(datasets, model)
-    if training_args.do_train and "source_train" not in datasets:
-        raise ValueError("--do_train needs --source_train_file.")
 
     if training_args.should_save:
         if run_args.overwrite_output_dir:

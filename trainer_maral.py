@@ -458,6 +458,58 @@ class MaralTrainer(Trainer):
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 
+    # -- model card -------------------------------------------------------------------------------------------
+
+    def create_model_card(
+        self,
+        language: str | list[str] | None = None,
+        license: str | None = None,
+        tags: str | list[str] | None = None,
+        model_name: str | None = None,
+        finetuned_from: str | None = None,
+        tasks: str | list[str] | None = None,
+        dataset_tags: str | list[str] | None = None,
+        dataset: str | list[str] | None = None,
+        dataset_args: str | list[str] | None = None,
+    ) -> None:
+        """Writes this package's card (`model_cards.write_model_card`) for the model saved in `output_dir` (call
+        `save_model` first; `push_to_hub` does), in place of `Trainer`'s generic one. It reads the run's saved
+        `run_info.json` (written by `run_xner.py`) and completes it from the trainer (arguments, datasets).
+
+        Args:
+            language: language code(s) of the card; default: the model's source and target languages.
+            license: a Hub license id; default: the base model's, when known offline, else none.
+            tags: tags added to the card's own.
+            model_name: the card's title and model-index name; default: the last part of `hub_model_id`.
+            finetuned_from: Hub id of the base model (the encoder).
+            tasks: the card's task is token classification; another task is refused.
+            dataset_tags: Hub ids of the datasets, listed under `datasets`.
+            dataset: the same (ids of the datasets, joined with `dataset_tags`).
+            dataset_args: not used: the model-index names each evaluated dataset by its role in the run.
+
+        Raises:
+            ValueError: for a `tasks` other than token classification.
+        """
+        if not self.is_world_process_zero():
+            return
+        from model_cards import write_model_card
+        from model_cards.card import PIPELINE_TAG
+        from model_cards.run import trainer_run_info
+
+        if tasks is not None and set([tasks] if isinstance(tasks, str) else tasks) - {PIPELINE_TAG}:
+            raise ValueError(f"tasks={tasks!r}: a MARAL model card is for {PIPELINE_TAG!r} only; leave tasks out.")
+        info = trainer_run_info(
+            self,
+            language=language,
+            license=license,
+            tags=tags,
+            model_name=model_name,
+            finetuned_from=finetuned_from,
+            dataset_tags=dataset_tags,
+            dataset=dataset,
+        )
+        write_model_card(self.args.output_dir, info)
+
     # -- checkpoints --------------------------------------------------------------------------------------------
 
     def _save_checkpoint(self, model, trial) -> None:

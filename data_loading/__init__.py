@@ -17,6 +17,9 @@ Example:
     >>> counts = count_span_labels(train, max_span_width=4)  # [n_O, n_ORG, n_PER, n_LOC, n_MISC]
     >>> write_span_json(train, "out/train.json")  # atomic; refuses to overwrite without overwrite=True
 
+Datasets that ``datasets`` loads (a Hub id or a local folder with ``tokens`` and ``ner_tags``) feed a run by split,
+see :mod:`data_loading.sources` (``data_sources``, ``source_labels``, ``load_source``).
+
 ``-DOCSTART-`` separator sentences are dropped by default (``drop_docstart=False`` keeps them, e.g. to match the
 reference statistics). Invalid input raises :class:`SpanDataError` (a ``ValueError``) whose message names the
 file (or ``"in-memory data"`` / ``"dataset"`` / the parameter), the record and the line where known.
@@ -32,10 +35,13 @@ from .code_switch import (
 from .dataset import infer_labels, load_spans, normalize_labels, span_features, write_span_json
 from .errors import SpanDataError, SpanDataWarning
 from .readers import SpanRecord, iter_records
+from .sources import DatasetSplit, NamedDataset, data_sources, load_source, source_labels
 from .statistics import count_span_labels, num_enumerated_spans
 from .tag_schemes import detect_tag_scheme, tags_to_spans
 
 __all__ = [
+    "DatasetSplit",
+    "NamedDataset",
     "SpanDataError",
     "SpanDataWarning",
     "SpanNERBuilder",
@@ -44,14 +50,17 @@ __all__ = [
     "code_switch_dataset",
     "code_switch_sentence",
     "count_span_labels",
+    "data_sources",
     "detect_tag_scheme",
     "infer_labels",
     "iter_records",
     "load_code_switched_file",
+    "load_source",
     "load_spans",
     "normalize_labels",
     "num_enumerated_spans",
     "read_bilingual_dictionary",
+    "source_labels",
     "span_features",
     "tags_to_spans",
     "write_span_json",

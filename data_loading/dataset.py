@@ -74,7 +74,7 @@ def _labels_from_records(records: Iterable[SpanRecord]) -> list[str]:
     return ["O", *sorted(found)]
 
 
-def infer_labels(source: Any, data_format: str | None = None) -> list[str]:
+def infer_labels(source: Any, data_format: str | None = None, name: str | None = None) -> list[str]:
     """Infer the label list of a source: ``["O"]`` followed by the entity types found, in alphabetical order.
 
     The order is stable (it depends only on the set of types), but it is not the reference order of CoNLL
@@ -83,6 +83,7 @@ def infer_labels(source: Any, data_format: str | None = None) -> list[str]:
     Args:
         source: Anything :func:`load_spans` accepts.
         data_format: As in :func:`load_spans`.
+        name: As in :func:`load_spans`.
 
     Returns:
         The label names, ``"O"`` first.
@@ -90,7 +91,7 @@ def infer_labels(source: Any, data_format: str | None = None) -> list[str]:
     Raises:
         SpanDataError: For invalid input.
     """
-    return _labels_from_records(iter_records(source, data_format))
+    return _labels_from_records(iter_records(source, data_format, name))
 
 
 def encode_record(record: SpanRecord, label_to_id: Mapping[str, int], *, unlabeled: bool = False) -> dict[str, Any]:
@@ -133,6 +134,7 @@ def load_spans(
     unlabeled: bool = False,
     max_samples: int | None = None,
     drop_docstart: bool = True,
+    name: str | None = None,
 ) -> Dataset:
     """Load span-NER data from a file, in-memory records or a ``datasets.Dataset``.
 
@@ -150,6 +152,7 @@ def load_spans(
             to a ``gold_spans`` column (for diagnostics only).
         max_samples: Keep only the first ``max_samples`` records (counted after dropping ``-DOCSTART-``).
         drop_docstart: Drop the one-word ``-DOCSTART-`` document separators (in every format).
+        name: Name of the source in messages; default: the path, ``"in-memory data"`` or ``"dataset"``.
 
     Returns:
         A ``Dataset`` with the features of :func:`span_features`: ``sentence_id`` (the 0-based index of the record
@@ -163,8 +166,8 @@ def load_spans(
         isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1
     ):
         raise SpanDataError(f"parameter max_samples: got {max_samples!r}; use a positive integer or None.")
-    records = list(iter_records(source, data_format))
-    name = source_name(source)
+    name = name or source_name(source)
+    records = list(iter_records(source, data_format, name))
     if not records:
         raise SpanDataError(f"{name}: contains no records; give at least one sentence.")
     label_names = normalize_labels(labels) if labels is not None else _labels_from_records(records)

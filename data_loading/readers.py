@@ -33,6 +33,7 @@ __all__ = [
     "DATASET_NAME",
     "ZERO_WIDTH_CHARACTERS",
     "SpanRecord",
+    "class_label_names",
     "detect_file_format",
     "iter_records",
     "read_conll",
@@ -589,13 +590,14 @@ def _check_tokens(checker: _RecordChecker, index: int, tokens: Any) -> list[str]
     return cleaned
 
 
-def read_memory(records: Sequence[Any]) -> Iterator[SpanRecord]:
+def read_memory(records: Sequence[Any], *, name: str = IN_MEMORY_NAME) -> Iterator[SpanRecord]:
     """Read in-memory records of either shape.
 
     Args:
         records: A list of ``{"context": str, "span_posLabel": {"start;end": label}}`` dicts and/or
             ``{"tokens": [str, ...], "spans": [{"start": int, "end": int, "label": str}, ...]}`` dicts
             (``end`` inclusive).
+        name: Name of the records in messages.
 
     Yields:
         One :class:`SpanRecord` per record.
@@ -603,7 +605,7 @@ def read_memory(records: Sequence[Any]) -> Iterator[SpanRecord]:
     Raises:
         SpanDataError: For invalid records (the message names the record index).
     """
-    checker = _RecordChecker(IN_MEMORY_NAME, "record")
+    checker = _RecordChecker(name, "record")
     for index, obj in enumerate(records):
         if isinstance(obj, Mapping) and "context" not in obj and "tokens" in obj:
             yield _tokens_record(checker, index, obj)
@@ -620,7 +622,11 @@ def read_memory(records: Sequence[Any]) -> Iterator[SpanRecord]:
 
 
 def read_dataset(
-    dataset: Any, *, spans_column: str | None = None, label_names: Sequence[str] | None = None
+    dataset: Any,
+    *,
+    spans_column: str | None = None,
+    label_names: Sequence[str] | None = None,
+    name: str = DATASET_NAME,
 ) -> Iterator[SpanRecord]:
     """Read a ``datasets.Dataset``.
 
@@ -632,6 +638,7 @@ def read_dataset(
         dataset: The dataset (one split; not a ``DatasetDict``).
         spans_column: Span column to read; default ``"spans"`` if present, else ``ner_tags`` is used.
         label_names: Names for integer labels when the column has no ``ClassLabel`` names (ignored otherwise).
+        name: Name of the dataset in messages.
 
     Yields:
         One :class:`SpanRecord` per row (``sentence_id`` = row index).
@@ -639,16 +646,16 @@ def read_dataset(
     Raises:
         SpanDataError: For missing columns, integer labels without names, and invalid rows.
     """
-    checker = _RecordChecker(DATASET_NAME, "row")
+    checker = _RecordChecker(name, "row")
     columns = dataset.column_names
     if spans_column is None:
         spans_column = "spans" if "spans" in columns else "ner_tags"
     if "tokens" not in columns or spans_column not in columns:
         raise SpanDataError(
-            f"{DATASET_NAME}: expected columns 'tokens' and {spans_column!r} ('ner_tags' with per-word tags, or "
+            f"{name}: expected columns 'tokens' and {spans_column!r} ('ner_tags' with per-word tags, or "
             f"'spans'), found {columns}."
         )
-    names = _class_label_names(dataset.features[spans_column])
+    names = class_label_names(dataset.features[spans_column])
     if names is None and label_names is not None:
         names = list(label_names)
     rows = dataset.select_columns(["tokens", spans_column]).with_format(None)
@@ -666,7 +673,9 @@ def read_dataset(
     checker.emit_warnings()
 
 
-def _class_label_names(feature: Any) -> list[str] | None:
+def class_label_names(feature: Any) -> list[str] | None:
+    """The ``ClassLabel`` names of a tag column (a list of ``ClassLabel``) or of a span column (a list of span dicts
+    whose ``label`` is a ``ClassLabel``); ``None`` without them."""
     inner = getattr(feature, "feature", None)
     if isinstance(inner, Mapping):
         inner = inner.get("label")
@@ -754,7 +763,7 @@ def _resolve_format(source: Any, data_format: str | None) -> str:
     return data_format or actual
 
 
-def iter_records(source: Any, data_format: str | None = None) -> Iterator[SpanRecord]:
+def iter_records(source: Any, data_format: str | None = None, name: str | None = None) -> Iterator[SpanRecord]:
     """Yield the validated records of any supported source.
 
     Args:
@@ -762,6 +771,7 @@ def iter_records(source: Any, data_format: str | None = None) -> Iterator[SpanRe
             ``datasets.Dataset``.
         data_format: ``None`` (auto-detect), ``"span_json"``, ``"conll"``, ``"memory"`` or ``"dataset"``. For files
             auto-detection reads the first non-whitespace character: ``[`` means span JSON, anything else CoNLL.
+        name: Name of the source in messages (default: :func:`source_name`).
 
     Returns:
         An iterator of :class:`SpanRecord` tuples in source order.
@@ -770,11 +780,11 @@ def iter_records(source: Any, data_format: str | None = None) -> Iterator[SpanRe
         SpanDataError: For any invalid input (file-level problems at once, record-level ones during iteration).
     """
     resolved = _resolve_format(source, data_format)
+    name = name or source_name(source)
     if resolved == "memory":
-        return read_memory(source)
+        return read_memory(source, name=name)
     if resolved == "dataset":
-        return read_dataset(source)
-    name = str(source)
+        return read_dataset(source, name=name)
     text = _read_text(Path(source), name)
     if resolved == "file":  # a .json file is span JSON whatever it holds (malformed JSON is an error, not CoNLL)
         resolved = "span_json" if Path(source).suffix.lower() == ".json" else detect_file_format(text)

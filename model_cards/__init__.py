@@ -5,9 +5,11 @@
     >>> write_model_card("outputs/en-de", RunInfo(model_id="user/maral-xner-de"))  # doctest: +SKIP
     >>> push_model_folder("outputs/en-de", "user/maral-xner-de")  # doctest: +SKIP
 
-From the shell: `python -m model_cards card OUTPUT_DIR [--model_id user/name] [--run_config run.json]` (re)writes
-`OUTPUT_DIR/README.md`; `python -m model_cards push OUTPUT_DIR --repo_id user/name` uploads the model. `run_xner.py`
-does both at the end of a run (`--push_to_hub --hub_model_id user/name`). `MaralForSpanNER.save_pretrained` alone
+From the shell: `python -m model_cards card OUTPUT_DIR [--model_id user/name] [--license mit]` (re)writes
+`OUTPUT_DIR/README.md` from the folder and what the run saved beside it (`run_info.json`; `--run_config run.json` for a
+folder without it); `python -m model_cards push OUTPUT_DIR --repo_id user/name` uploads the model with a card for that
+repository. `run_xner.py` does both at the end of a run (`--push_to_hub --hub_model_id user/name`), and
+`MaralTrainer.create_model_card` writes the same card. `MaralForSpanNER.save_pretrained` alone
 writes no card: `modeling_maral.py` stays free of this package so that it can be shipped with the weights.
 """
 

@@ -13,6 +13,7 @@ produced it, hyper-parameters, per-epoch results, framework versions and limitat
 from __future__ import annotations
 
 import dataclasses
+import json
 import platform
 import re
 from dataclasses import dataclass
@@ -22,13 +23,16 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from data_loading.sources import DATA_FILE_FLAGS
 from objectives import OBJECTIVES, ObjectiveSpec
+from output_layout import CARD_FILE, RUN_INFO_FILE
 from trainer_maral import MaralTrainingArguments
 
 from .collect import (
-    DATA_FILE_KEYS,
     OutputFolder,
+    encoder_license,
     predicted_examples,
+    read_json,
     read_output_folder,
     redact,
     widget_sentences,
@@ -77,13 +81,20 @@ CITATION = """@inproceedings{zhu-etal-2025-large,
 
 @dataclass
 class RunInfo:
-    """What the output folder does not record about a run (all optional).
+    """What the output folder does not record about a run (all optional). `write_model_card` keeps it beside the card
+    (`run_info.json`, never pushed), so that the card can be written again, e.g. for another repository.
 
     Attributes:
         model_id: Hub id of the model (`user/name`); used in the title, the usage snippets and the model-index.
+        model_name: the title and model-index name; default: the last part of `model_id`, else the folder's name.
         base_model: Hub id of the encoder the run started from.
         dataset_id: Hub id of the span data (`--push_dataset_to_hub`); listed under `datasets`.
-        license: license of the model (check those of the encoder and the data).
+        hub_datasets: `{dataset of the run: [Hub dataset id, configuration, split]}` of the data that came from the
+            Hub (`data_loading.sources.hub_split_references`); listed under `datasets` and named in the model-index.
+        datasets: more Hub dataset ids to list under `datasets`.
+        license: a Hub license id (check those of the encoder and the data); None: the card states no license.
+        language: language codes of the card; default: the source and target languages.
+        tags: tags added to the card's own.
         command: the exact `run_xner.py` command line.
         config_text: the settings of the `.json`/`.yaml` config file the run was given, if any, as published
             (`collect.config_file_text`: credentials redacted, no absolute local paths).
@@ -95,15 +106,45 @@ class RunInfo:
     """
 
     model_id: str | None = None
+    model_name: str | None = None
     base_model: str | None = None
     dataset_id: str | None = None
-    license: str = "apache-2.0"
+    hub_datasets: dict[str, list[str | None]] | None = None
+    datasets: list[str] | None = None
+    license: str | None = None
+    language: list[str] | None = None
+    tags: list[str] | None = None
     command: str | None = None
     config_text: str | None = None
     run_config: dict[str, Any] | None = None
     label_examples: dict[str, list[str]] | None = None
     data_statistics: dict[str, dict[str, float]] | None = None
     target_sentences: list[list[str]] | None = None
+
+    def save(self, output_dir: str | Path) -> Path:
+        """Writes `run_info.json` into `output_dir` (the run settings redacted as on the card)."""
+        published = dataclasses.replace(self, run_config=redact(self.run_config) if self.run_config else None)
+        path = Path(output_dir) / RUN_INFO_FILE
+        path.write_text(json.dumps(dataclasses.asdict(published), indent=1, default=str), encoding="utf-8")
+        return path
+
+    def filled_from(self, other: RunInfo) -> RunInfo:
+        """This info with its unset fields taken from `other`."""
+        missing = {field.name: getattr(other, field.name) for field in dataclasses.fields(self)}
+        return dataclasses.replace(
+            self, **{name: value for name, value in missing.items() if getattr(self, name) is None}
+        )
+
+    def with_default_license(self) -> RunInfo:
+        """This info, with the base model's license (`collect.encoder_license`) when it names none."""
+        return self if self.license else dataclasses.replace(self, license=encoder_license(self.base_model))
+
+    @classmethod
+    def load(cls, output_dir: str | Path) -> RunInfo:
+        """The `run_info.json` of `output_dir` (empty when there is none; unknown keys are ignored)."""
+        saved = read_json(Path(output_dir) / RUN_INFO_FILE, {}) or {}
+        names = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in saved.items() if key in names})
 
 
 # -- helpers ------------------------------------------------------------------------------------------------------
@@ -120,7 +161,7 @@ def language_name(code: str | None, role: str) -> str:
 
 
 def model_name(folder: OutputFolder, info: RunInfo) -> str:
-    return (info.model_id or folder.path.resolve().name).split("/")[-1]
+    return (info.model_name or info.model_id or folder.path.resolve().name).split("/")[-1]
 
 
 def languages(folder: OutputFolder, info: RunInfo) -> dict[str, str | None]:
@@ -152,8 +193,11 @@ def method_description(spec: ObjectiveSpec | None, folder: OutputFolder, info: R
 def dataset_reference(name: str, role: str, split: str, folder: OutputFolder, info: RunInfo) -> dict[str, str]:
     """The model-index `dataset` fields of one evaluated dataset of the run."""
     code = languages(folder, info)[role]
-    data_file = (info.run_config or {}).get(DATA_FILE_KEYS[name])
-    if info.dataset_id:
+    data_file = (info.run_config or {}).get(DATA_FILE_FLAGS[name])
+    hub_dataset, hub_config, hub_split = (info.hub_datasets or {}).get(name) or (None, None, None)
+    if hub_dataset:
+        dataset_type, dataset_split = hub_dataset, hub_split
+    elif info.dataset_id:
         dataset_type, dataset_split = info.dataset_id, name
     else:
         dataset_type = Path(data_file).stem if data_file else f"{code or role}-{name.replace('_', '-')}"
@@ -163,9 +207,17 @@ def dataset_reference(name: str, role: str, split: str, folder: OutputFolder, in
         "dataset_name": f"{language_name(code, role)} {name.split('_')[1]} ({role} language)",
         "dataset_split": dataset_split,
     }
-    if code:
-        reference["dataset_config"] = code
+    config = hub_config if hub_dataset else code  # a Hub dataset's own configuration, else the language
+    if config:
+        reference["dataset_config"] = config
     return reference
+
+
+def dataset_ids(info: RunInfo) -> list[str]:
+    """The Hub datasets of the card's `datasets`: those the run's data came from, its published span data, and
+    `info.datasets`, each once."""
+    found = [reference[0] for reference in (info.hub_datasets or {}).values()]
+    return list(dict.fromkeys([*found, *([info.dataset_id] if info.dataset_id else []), *(info.datasets or [])]))
 
 
 # -- YAML header --------------------------------------------------------------------------------------------------
@@ -203,11 +255,11 @@ def card_data(folder: OutputFolder, info: RunInfo, widget: list[str]) -> ModelCa
     codes = [code for code in languages(folder, info).values() if code]
     results = eval_results(folder, info)
     return ModelCardData(
-        language=list(dict.fromkeys(codes)) or None,
+        language=info.language or list(dict.fromkeys(codes)) or None,
         license=info.license,
         library_name="transformers",
-        tags=CARD_TAGS,
-        datasets=[info.dataset_id] if info.dataset_id else None,
+        tags=list(dict.fromkeys([*CARD_TAGS, *(info.tags or [])])),
+        datasets=dataset_ids(info) or None,
         base_model=info.base_model,
         # Only where `pipeline("token-classification", model=..., trust_remote_code=True)` loads: config.json
         # declares the uploaded pipeline file for that task.
@@ -446,19 +498,20 @@ def template_context(folder: OutputFolder, info: RunInfo, widget: list[str]) -> 
         .get("entities_wider_than_max_span_width"),
         "hyperparameters": hyperparameters(info, spec),
         "framework_versions": framework_versions(),
-        "dataset_id": info.dataset_id,
+        "dataset_ids": dataset_ids(info),
         "license_name": info.license,
         "citation": CITATION,
     }
 
 
 def build_model_card(output_dir: str | Path, info: RunInfo | None = None) -> ModelCard:
-    """The card of the model saved in `output_dir`, from its files and `info` (no network access).
+    """The card of the model saved in `output_dir`, from its files and `info` (default: the folder's saved
+    `run_info.json`, see `RunInfo.load`); no network access.
 
     Raises:
         FileNotFoundError: when `output_dir` holds no saved model.
     """
-    info = info or RunInfo()
+    info = info or RunInfo.load(output_dir)
     info = dataclasses.replace(info, run_config=redact(info.run_config) if info.run_config else info.run_config)
     folder = read_output_folder(output_dir)
     widget = widget_sentences(folder.predictions, info.target_sentences)
@@ -468,10 +521,17 @@ def build_model_card(output_dir: str | Path, info: RunInfo | None = None) -> Mod
 
 
 def write_model_card(output_dir: str | Path, info: RunInfo | None = None) -> Path:
-    """Writes the card to `<output_dir>/README.md` (replacing any earlier one) and returns its path."""
+    """Writes the card to `<output_dir>/README.md` (replacing any earlier one) and `info` to `run_info.json` beside
+    it, and returns the card's path. Without `info`, the card is written again from the saved `run_info.json`.
+
+    Raises:
+        FileNotFoundError: when `output_dir` holds no saved model.
+    """
+    info = info or RunInfo.load(output_dir)
     card = build_model_card(output_dir, info)
-    path = Path(output_dir) / "README.md"
+    path = Path(output_dir) / CARD_FILE
     temporary = path.with_suffix(".md.tmp")
     temporary.write_text(str(card), encoding="utf-8")
     temporary.replace(path)
+    info.save(output_dir)
     return path

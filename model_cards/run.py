@@ -13,8 +13,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from data_loading.sources import hub_split_references
+
 from .card import RunInfo, write_model_card
-from .collect import command_line, config_file_text, dataset_statistics, hub_base_model, label_examples, read_json
+from .collect import (
+    command_line,
+    config_file_text,
+    dataset_statistics,
+    encoder_license,
+    hub_base_model,
+    label_examples,
+    read_json,
+)
 from .publish import HubPushError, push_model_folder, push_span_datasets
 
 logger = logging.getLogger(__name__)
@@ -30,6 +40,11 @@ def run_settings(arguments: Sequence[Any]) -> dict[str, Any]:
         values = group.to_dict() if hasattr(group, "to_dict") else dataclasses.asdict(group)
         settings.update(values)
     return settings
+
+
+def widget_pool(dataset) -> list[list[str]]:
+    """The first `WIDGET_POOL` sentences (word lists) of a span dataset, offered to the widget picker."""
+    return dataset.select_columns(["tokens"]).select(range(min(WIDGET_POOL, len(dataset)))).to_dict()["tokens"]
 
 
 def config_file(argv: Sequence[str]) -> Path | None:
@@ -56,14 +71,17 @@ def run_info(
         model_id=settings.get("hub_model_id"),
         base_model=hub_base_model(settings.get("model_name_or_path")),
         dataset_id=settings.get("push_dataset_to_hub"),
+        hub_datasets={
+            name: reference for name, reference in hub_split_references(settings).items() if name in datasets
+        }
+        or None,
+        license=settings.get("license") or encoder_license(settings.get("model_name_or_path")),
         command=command_line(list(argv)),
         config_text=config_file_text(config_path) if config_path else None,
         run_config=settings,
         label_examples=label_examples(source_train, labels) if source_train is not None else None,
-        data_statistics={
-            name: dataset_statistics(dataset, max_span_width) for name, dataset in datasets.items()
-        },
-        target_sentences=target.select(range(min(WIDGET_POOL, len(target))))["tokens"] if target is not None else None,
+        data_statistics={name: dataset_statistics(dataset, max_span_width) for name, dataset in datasets.items()},
+        target_sentences=widget_pool(target) if target is not None else None,
     )
 
 
@@ -123,4 +141,51 @@ def publish_run(
         raise HubPushError("\n\n".join(errors))
 
 
-__all__ = ["publish_run", "run_info", "run_settings", "write_run_card"]
+def trainer_facts(trainer: Any) -> RunInfo:
+    """What a `MaralTrainer` knows about its run: its arguments and what its datasets show."""
+    train, target, config = trainer.train_dataset, trainer.target_dataset, trainer.model.config
+    return RunInfo(
+        model_id=trainer.args.hub_model_id,
+        run_config=trainer.args.to_dict(),
+        label_examples=label_examples(train, list(config.labels)) if train is not None else None,
+        data_statistics={"source_train": dataset_statistics(train, config.max_span_width)}
+        if train is not None
+        else None,
+        target_sentences=widget_pool(target) if target is not None else None,
+    )
+
+
+def as_list(value: str | Sequence[str] | None) -> list[str]:
+    """`Trainer.create_model_card`'s "one or several" arguments as a list."""
+    return [value] if isinstance(value, str) else list(value or [])
+
+
+def trainer_run_info(
+    trainer: Any,
+    *,
+    language: str | list[str] | None = None,
+    license: str | None = None,
+    tags: str | list[str] | None = None,
+    model_name: str | None = None,
+    finetuned_from: str | None = None,
+    dataset_tags: str | list[str] | None = None,
+    dataset: str | list[str] | None = None,
+) -> RunInfo:
+    """The `RunInfo` of `MaralTrainer.create_model_card`: the `run_info.json` saved in the output folder (by
+    `run_xner.py`), completed by `trainer_facts`, with the arguments of `Trainer.create_model_card` that are given
+    on top (`finetuned_from` is the base model; `dataset_tags` and `dataset` are Hub dataset ids). The license
+    defaults to the base model's."""
+    info = RunInfo.load(trainer.args.output_dir).filled_from(trainer_facts(trainer))
+    given = {
+        "model_id": trainer.args.hub_model_id,
+        "model_name": model_name,
+        "base_model": finetuned_from,
+        "license": license,
+        "language": as_list(language),
+        "tags": as_list(tags),
+        "datasets": list(dict.fromkeys(as_list(dataset_tags) + as_list(dataset))),
+    }
+    return dataclasses.replace(info, **{name: value for name, value in given.items() if value}).with_default_license()
+
+
+__all__ = ["publish_run", "run_info", "run_settings", "trainer_run_info", "write_run_card"]

@@ -175,7 +175,10 @@ def require_target_text(method: str, has_target_text: bool) -> None:
     """The one check that a method which needs target-language text was given some.
 
     Raises:
-        ValueError: naming `--target_unlabeled_file`.
+        ValueError: naming `--target_unlabeled_file` and `--target_dataset_name`.
     """
     if OBJECTIVES[method].needs_target_text and not has_target_text:
-        raise ValueError(f"--method {method} needs --target_unlabeled_file (the target-language text).")
+        raise ValueError(
+            f"--method {method} needs --target_unlabeled_file (the target-language text), or --target_dataset_name "
+            "with a train split."
+        )

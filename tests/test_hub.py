@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -281,7 +282,13 @@ def test_commit_failing_midway_keeps_the_folder_and_the_retry_command_succeeds(o
     assert snapshot(output_dir) == before
     remote = hub.files("user/retried-model")
     assert set(remote) == PUBLISHED_FILES
-    assert all(remote[name] == (output_dir / name).read_bytes() for name in PUBLISHED_FILES - {".gitattributes"})
+    assert all(
+        remote[name] == (output_dir / name).read_bytes() for name in PUBLISHED_FILES - {".gitattributes", "README.md"}
+    )
+    # the folder's card is for user/tiny-maral: the push wrote one for this repository, keeping the run's details
+    card = remote["README.md"].decode("utf-8")
+    assert 'from_pretrained("user/retried-model"' in card and f'from_pretrained("{MODEL_REPO}"' not in card
+    assert "python run_xner.py" in card
 
 
 def test_run_xner_push_failure_keeps_the_outputs_and_gives_a_working_retry(
@@ -373,9 +380,7 @@ def tampered_encoder_dir(tiny_encoder_dir, tmp_path_factory) -> Path:
     return folder
 
 
-def test_a_config_with_a_hub_token_and_local_paths_publishes_neither(
-    hub, tampered_encoder_dir, data_files, tmp_path
-):
+def test_a_config_with_a_hub_token_and_local_paths_publishes_neither(hub, tampered_encoder_dir, data_files, tmp_path):
     output_dir = tmp_path / "out"
     output_dir.mkdir()
     (output_dir / "stray_adapter.safetensors").write_bytes(b"not part of the model")  # must never be pushed
@@ -411,7 +416,7 @@ def test_a_config_with_a_hub_token_and_local_paths_publishes_neither(
         if name.endswith((".json", ".md", ".py")):
             text = content.decode("utf-8")
             assert str(tmp_path.resolve()) not in text and str(tampered_encoder_dir) not in text, name
-            assert "evil" not in text and "trust_remote_code\": true" not in text, name
+            assert "evil" not in text and 'trust_remote_code": true' not in text, name
     card = remote["README.md"].decode("utf-8")
     assert '"hub_token": "<redacted>"' in card and "<local>/en_train.json" in card
     saved_config = json.loads(remote["config.json"])
@@ -429,3 +434,97 @@ def test_a_push_refuses_files_that_hold_its_token(output_dir, hub, tmp_path):
     (folder / "README.md").write_text(f"token: {SECRET_TOKEN}\n")
     with pytest.raises(HubPushError, match=r"README.md contains a Hub token: nothing was pushed"):
         push_model_folder(folder, "user/leaky", token=SECRET_TOKEN)
+
+
+HUB_DATASETS_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, List, Value
+
+    tags = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]
+    features = Features({"tokens": List(Value("string")), "ner_tags": List(ClassLabel(names=tags))})
+    def split(rows):
+        return Dataset.from_dict({"tokens": [text.split() for text, _ in rows],
+                                  "ner_tags": [[tags.index(tag) for tag in line.split()] for _, line in rows]},
+                                 features=features)
+    data = json.loads(sys.argv[1])
+    DatasetDict({name: split(data["en"]) for name in ("train", "validation", "test")}).push_to_hub(sys.argv[2])
+    DatasetDict({name: split(data["de"]) for name in ("train", "validation", "test")}).push_to_hub(
+        sys.argv[3], config_name="de")
+    import run_xner
+    run_xner.main(sys.argv[4:])
+    """
+)
+HUB_DATASET_ROWS = {
+    "en": [
+        ("Peter Blackburn visited Brussels .", "B-PER I-PER O B-LOC O"),
+        ("EU rejects German calls .", "B-ORG O O O O"),
+        ("Angela Merkel visited Paris .", "B-PER I-PER O B-LOC O"),
+        ("Reuters said on Monday .", "B-ORG O O O O"),
+    ],
+    "de": [
+        ("Angela Merkel besuchte Paris .", "B-PER I-PER O B-LOC O"),
+        ("Die UNO tagt in Genf .", "O B-ORG O O B-LOC O"),
+        ("Merkel sagte nein .", "B-PER O O O"),
+    ],
+}
+SOURCE_DATASET, TARGET_DATASET = "user/ner-en", "user/ner-multi"
+
+
+def test_cli_run_from_hub_datasets_with_a_target_dataset(hub, tiny_encoder_dir, tmp_path):
+    """Datasets pushed to the local Hub feed a run by split (`--dataset_name`, `--target_dataset_name` with a
+    configuration); the card's `datasets` and model-index name them."""
+    output_dir = tmp_path / "out"
+    args = ["--model_name_or_path", str(tiny_encoder_dir), "--output_dir", str(output_dir)]
+    args += ["--dataset_name", SOURCE_DATASET, "--target_dataset_name", TARGET_DATASET]
+    args += ["--target_dataset_config_name", "de", "--source_language", "en", "--target_language", "de"]
+    args += COMMON_FLAGS + ["--max_steps", "2", "--do_train", "--do_eval", "--do_predict"]
+    args += ["--push_to_hub", "--hub_model_id", "user/from-hub-data", "--license", "cc-by-4.0"]
+    script = ["-c", HUB_DATASETS_SCRIPT, json.dumps(HUB_DATASET_ROWS), SOURCE_DATASET, TARGET_DATASET]
+    completed = run_client(hub, tmp_path / "hf_home", script + args)
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-4000:]
+    assert "split(s) test not used" in completed.stdout  # the source dataset's test split
+    results = json.loads((output_dir / "all_results.json").read_text(encoding="utf-8"))
+    assert results["train_samples"] == len(HUB_DATASET_ROWS["en"])
+    assert {"eval_source_dev_span_f1", "eval_target_dev_span_f1", "predict_target_test_span_f1"} <= set(results)
+    predictions = (output_dir / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["text"] for line in predictions] == [text for text, _ in HUB_DATASET_ROWS["de"]]
+
+    metadata = front_matter(hub.files("user/from-hub-data")["README.md"].decode("utf-8"))
+    assert metadata["datasets"] == [SOURCE_DATASET, TARGET_DATASET] and metadata["license"] == "cc-by-4.0"
+    _, evaluated = model_index_to_eval_results(metadata["model-index"])
+    references = {(result.dataset_type, result.dataset_config, result.dataset_split) for result in evaluated}
+    assert references == {(SOURCE_DATASET, None, "validation"), (TARGET_DATASET, "de", "validation"),
+                          (TARGET_DATASET, "de", "test")}  # fmt: skip
+
+
+def test_readme_card_and_push_commands_work_as_printed(output_dir, hub, tmp_path):
+    """The README's `python -m model_cards card ...` and `... push ...` lines, on a copy of a run's output folder."""
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    lines = [line for line in readme.splitlines() if line.startswith("python -m model_cards ")]
+    assert [line.split()[3] for line in lines] == ["card", "push"]
+    folder = tmp_path / "en-de"
+    shutil.copytree(output_dir, folder)
+    commands = [shlex.split(re.sub(r" \[.*?\]", "", line).replace("outputs/en-de", str(folder))) for line in lines]
+    for command in commands:
+        completed = run_client(hub, tmp_path / "hf_home", command[1:])
+        assert completed.returncode == 0, completed.stderr[-3000:]
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    assert 'from_pretrained("user/maral-xner-de", trust_remote_code=True)' in card and "# maral-xner-de" in card
+    assert "python run_xner.py" in card  # the run's command, from its saved run_info.json
+    assert hub.files("user/maral-xner-de")["README.md"] == card.encode()
+
+
+def test_push_of_a_folder_without_a_card_writes_one_for_the_repository(output_dir, hub, tmp_path):
+    folder = tmp_path / "saved"
+    folder.mkdir()
+    for name in PUBLISHED_FILES - {".gitattributes", "README.md", "all_results.json"}:
+        (folder / name).write_bytes((output_dir / name).read_bytes())  # what `save_pretrained` writes
+    before = snapshot(folder)
+    completed = run_client(hub, tmp_path / "hf_home", ["-m", "model_cards", "push", str(folder), "--repo_id", "fresh"])
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert snapshot(folder) == before  # the folder is not changed
+    card = hub.files("user/fresh")["README.md"].decode("utf-8")  # the namespace is the token's user
+    assert "# fresh" in card and 'from_pretrained("user/fresh", trust_remote_code=True)' in card
+    assert "path/to/this/model" not in card and "saved" not in card.split("---")[1]
+    assert "license" not in front_matter(card)  # the tiny encoder names no license

