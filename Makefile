@@ -4,9 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ENCODER_DIR ?= .cache/encoders/multilingual-e5-small
 THREADS ?= 2
+PEERS_VENV ?= benchmarks/peers/.venv
 TEST_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: install test-install encoder demo test lint benchmark clean
+.PHONY: install test-install encoder demo test lint benchmark peers-install peers clean
 
 install: $(VENV)/.installed
 test-install: $(VENV)/.test-installed
@@ -39,5 +40,14 @@ test: lint
 benchmark: encoder
 	$(TEST_ENV) OMP_NUM_THREADS=$(THREADS) $(PY) benchmarks/matrix.py --protocol first_n --dataset conll_de --method source_only --seed 42
 
+# SpanMarker and GLiNER in their own environment (transformers 4), then every peer cell (benchmarks/peers/compare.py).
+peers-install: $(PEERS_VENV)/.installed
+
+$(PEERS_VENV)/.installed: benchmarks/peers/setup.sh benchmarks/peers/requirements.txt
+	PYTHON=$(PYTHON) PEERS_VENV=$(PEERS_VENV) bash benchmarks/peers/setup.sh
+
+peers: encoder peers-install
+	$(TEST_ENV) $(PY) benchmarks/peers/compare.py --peer_python $(PEERS_VENV)/bin/python
+
 clean:
-	rm -rf $(VENV) build *.egg-info outputs
+	rm -rf $(VENV) $(PEERS_VENV) build *.egg-info outputs

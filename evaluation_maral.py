@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Container, Iterable, Sequence
 from typing import Any
 
 from seqeval.metrics import classification_report
@@ -53,40 +54,81 @@ def precision_recall_f1(correct: int, predicted: int, gold: int) -> tuple[float,
     return precision, recall, f1
 
 
+def scorable_spans(prediction: SentencePrediction) -> set[tuple[int, int]]:
+    """The `(start, end)` word spans a prediction could label (enumerated and within `max_seq_length`)."""
+    return {(int(start), int(end)) for start, end in prediction.span_words}
+
+
+def entity_f1_counts(
+    predicted: Sequence[Iterable[Entity]], golds: Sequence[Iterable[Entity]], scorable: Sequence[Container]
+) -> tuple[Counter, Counter, Counter]:
+    """Per-label counts of correct, predicted and reachable gold entities (label id -> count).
+
+    Args:
+        predicted: The predicted `(start, end, label_id)` entities of each sentence.
+        golds: The gold entities of each sentence.
+        scorable: The `(start, end)` spans of each sentence that the model could label; gold entities outside
+            them are not counted (they count in seqeval).
+    """
+    correct, predicted_count, gold = Counter(), Counter(), Counter()
+    for sentence_predicted, sentence_gold, sentence_scorable in zip(predicted, golds, scorable):
+        reachable = {entity for entity in sentence_gold if entity[:2] in sentence_scorable}
+        entities = set(sentence_predicted)
+        predicted_count.update(label for _, _, label in entities)
+        gold.update(label for _, _, label in reachable)
+        correct.update(label for _, _, label in entities & reachable)
+    return correct, predicted_count, gold
+
+
 def span_f1_counts(
     predictions: list[SentencePrediction], golds: list[list[Entity]]
 ) -> tuple[Counter, Counter, Counter]:
-    """Per-label counts of correct, predicted and reachable gold entities (label id -> count)."""
-    correct, predicted, gold = Counter(), Counter(), Counter()
-    for prediction, sentence_gold in zip(predictions, golds):
-        scorable = {(int(start), int(end)) for start, end in prediction.span_words}
-        reachable = {entity for entity in sentence_gold if entity[:2] in scorable}
-        entities = set(predicted_entities(prediction))
-        predicted.update(label for _, _, label in entities)
-        gold.update(label for _, _, label in reachable)
-        correct.update(label for _, _, label in entities & reachable)
-    return correct, predicted, gold
+    """`entity_f1_counts` of model predictions (their scorable spans: `scorable_spans`)."""
+    return entity_f1_counts(
+        [predicted_entities(prediction) for prediction in predictions],
+        golds,
+        [scorable_spans(prediction) for prediction in predictions],
+    )
 
 
 def compute_span_metrics(
     predictions: list[SentencePrediction], golds: list[list[Entity]], labels: list[str]
 ) -> dict[str, Any]:
-    """Span F1 and seqeval metrics, overall and per label.
+    """Span F1 and seqeval metrics of model predictions, overall and per label (see `score_entities`)."""
+    return score_entities(
+        [predicted_entities(prediction) for prediction in predictions],
+        golds,
+        [scorable_spans(prediction) for prediction in predictions],
+        [prediction.features.num_words for prediction in predictions],
+        labels,
+    )
+
+
+def score_entities(
+    predicted: Sequence[list[Entity]],
+    golds: Sequence[list[Entity]],
+    scorable: Sequence[Container],
+    num_words: Sequence[int],
+    labels: list[str],
+) -> dict[str, Any]:
+    """Span F1 and seqeval metrics of decoded entities, overall and per label, from any model's predictions.
+
+    Args:
+        predicted: The predicted `(start, end, label_id)` entities of each sentence (end inclusive).
+        golds: The gold entities of each sentence.
+        scorable: The `(start, end)` spans of each sentence that the model could label (span F1's reachable gold).
+        num_words: The number of words of each sentence.
+        labels: Label names, `O` first (label ids index them).
 
     Returns:
         `span_precision`, `span_recall`, `span_f1`, `seqeval_precision`, `seqeval_recall`, `seqeval_f1` and
         `per_label` (`{label: {span_f1, seqeval_precision, seqeval_recall, seqeval_f1, support}}`).
     """
-    correct, predicted, gold = span_f1_counts(predictions, golds)
-    span_p, span_r, span_f = precision_recall_f1(sum(correct.values()), sum(predicted.values()), sum(gold.values()))
-    true_tags = [
-        entities_to_iob2(sentence_gold, prediction.features.num_words, labels)
-        for prediction, sentence_gold in zip(predictions, golds)
-    ]
-    predicted_tags = [
-        entities_to_iob2(predicted_entities(prediction), prediction.features.num_words, labels)
-        for prediction in predictions
-    ]
+    correct, predicted_count, gold = entity_f1_counts(predicted, golds, scorable)
+    totals = (sum(correct.values()), sum(predicted_count.values()), sum(gold.values()))
+    span_p, span_r, span_f = precision_recall_f1(*totals)
+    true_tags = [entities_to_iob2(sentence_gold, words, labels) for sentence_gold, words in zip(golds, num_words)]
+    predicted_tags = [entities_to_iob2(list(entities), words, labels) for entities, words in zip(predicted, num_words)]
     report = classification_report(
         true_tags, predicted_tags, mode="strict", scheme=IOB2, output_dict=True, zero_division=0
     )
@@ -95,7 +137,7 @@ def compute_span_metrics(
     for label_id, name in enumerate(labels[1:], start=1):
         label_report = report.get(name, {"precision": 0.0, "recall": 0.0, "f1-score": 0.0, "support": 0})
         per_label[name] = {
-            "span_f1": precision_recall_f1(correct[label_id], predicted[label_id], gold[label_id])[2],
+            "span_f1": precision_recall_f1(correct[label_id], predicted_count[label_id], gold[label_id])[2],
             "seqeval_precision": float(label_report["precision"]),
             "seqeval_recall": float(label_report["recall"]),
             "seqeval_f1": float(label_report["f1-score"]),
