@@ -33,6 +33,7 @@ demo: encoder
 
 lint: test-install
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 test: lint
 	$(TEST_ENV) $(PY) -m pytest -q tests

@@ -369,9 +369,7 @@ class SelfTrainingPipeline:
             )
             teacher = self.build_model(None)
             eval_dataset = {"source_dev": self.eval_datasets["source_dev"]} if select else None
-            context = ObjectiveContext(
-                stage_args, teacher.config.num_labels, self.class_weights, has_target_text=True
-            )
+            context = ObjectiveContext(stage_args, teacher.config.num_labels, self.class_weights, has_target_text=True)
             trainer = self._trainer(teacher, stage_args, eval_dataset, SourceObjective.from_context(context))
             trainer.train(resume_from_checkpoint=checkpoint)
             teacher = trainer.model

@@ -10,11 +10,11 @@ records and ``datasets.Dataset`` objects with ``tokens`` + ``ner_tags`` into one
 
 Example:
     >>> from data_loading import count_span_labels, load_spans, write_span_json
-    >>> labels = ["O", "ORG", "PER", "LOC", "MISC"]
+    >>> labels = ["O", "PER", "ORG", "LOC"]  # the WikiANN sample in examples/data/
     >>> train = load_spans("examples/data/en_train.json", labels=labels)
     >>> target = load_spans("examples/data/de_unlabeled.json", labels=labels, unlabeled=True)  # gold -> gold_spans
     >>> conll = load_spans("train.txt", data_format="conll", max_samples=100)  # labels inferred: O + sorted types
-    >>> counts = count_span_labels(train, max_span_width=4)  # [n_O, n_ORG, n_PER, n_LOC, n_MISC]
+    >>> counts = count_span_labels(train, max_span_width=4)  # [n_O, n_PER, n_ORG, n_LOC]
     >>> write_span_json(train, "out/train.json")  # atomic; refuses to overwrite without overwrite=True
 
 Datasets that ``datasets`` loads (a Hub id or a local folder with ``tokens`` and ``ner_tags``) feed a run by split,

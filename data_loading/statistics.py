@@ -47,9 +47,7 @@ def _enumerated_per_sentence(lengths: np.ndarray, max_span_width: int) -> np.nda
     return widths * lengths - widths * (widths - 1) // 2
 
 
-def count_span_labels(
-    dataset: Any, max_span_width: int = DEFAULT_MAX_SPAN_WIDTH, column: str = "spans"
-) -> np.ndarray:
+def count_span_labels(dataset: Any, max_span_width: int = DEFAULT_MAX_SPAN_WIDTH, column: str = "spans") -> np.ndarray:
     """Class counts of a span dataset as used for the class weights and the source prior (method spec §2.10).
 
     Entity counts per type come from ``column`` and include entities wider than ``max_span_width`` (which are

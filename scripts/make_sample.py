@@ -1,15 +1,17 @@
 #!/usr/bin/env python
-"""Cut the small CoNLL-2003 English/German sample shipped in ``examples/data/`` from the shared span JSON files.
+"""Cut the small WikiANN English → German sample shipped in ``examples/data/`` from the shared BIO files.
 
-Each output is a seeded random sample of sentences (``-DOCSTART-`` separators excluded) written in file order:
+Each output is a seeded random sample of sentences of one WikiANN (PAN-X) split, written as span JSON in file order:
 
-    en_train.json       1,000 sentences of spanner.train   (English train, labeled source)
-    en_dev.json           300 sentences of spanner.dev     (English dev, validation)
-    de_unlabeled.json     500 sentences of spanner.unlabel (German train; gold spans kept, load with unlabeled=True)
-    de_test.json          300 sentences of spanner.test    (German test)
+    en_train.json       English train   (labelled source)
+    en_dev.json         English dev     (validation, teacher selection)
+    de_unlabeled.json   German train    (unlabelled target text; gold spans kept, load with unlabeled=True)
+    de_test.json        German test     (final evaluation)
+
+Sentences that are only list markup (no letter or digit in any token, e.g. ``''`` or ``===``) are left out.
 
 Usage:
-    python scripts/make_sample.py [--data-dir ../shared/data/conll03_en_de] [--out-dir examples/data] [--overwrite]
+    python scripts/make_sample.py [--data-dir ../shared/data/wikiann] [--out-dir examples/data] [--overwrite]
 """
 
 from __future__ import annotations
@@ -24,26 +26,35 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from data_loading import load_spans, write_span_json  # noqa: E402
 
-LABELS = ["O", "ORG", "PER", "LOC", "MISC"]
+LABELS = ["O", "PER", "ORG", "LOC"]
 SAMPLES = {
-    "en_train.json": ("spanner.train", 1000),
-    "en_dev.json": ("spanner.dev", 300),
-    "de_unlabeled.json": ("spanner.unlabel", 500),
-    "de_test.json": ("spanner.test", 300),
+    "en_train.json": ("en/train.txt", 600),
+    "en_dev.json": ("en/dev.txt", 300),
+    "de_unlabeled.json": ("de/train.txt", 600),
+    "de_test.json": ("de/test.txt", 1000),
 }
+"""Output file: (WikiANN file under the data directory, sentences)."""
 
 
-def sample_indices(num_rows: int, size: int, seed: int) -> list[int]:
-    """Pick ``size`` distinct row indices with a seeded generator and return them in ascending (file) order."""
-    return sorted(random.Random(seed).sample(range(num_rows), size))
+def has_text(tokens: list[str]) -> bool:
+    """Whether a sentence has a token with a letter or a digit (WikiANN has sentences of bare list markup)."""
+    return any(character.isalnum() for token in tokens for character in token)
+
+
+def sample_indices(candidates: list[int], size: int, seed: int) -> list[int]:
+    """Pick ``size`` distinct indices of ``candidates`` with a seeded generator; return them in file order."""
+    if size > len(candidates):
+        raise ValueError(f"asked for {size} sentences, the file has {len(candidates)}")
+    return sorted(random.Random(seed).sample(candidates, size))
 
 
 def make_sample(data_dir: Path, out_dir: Path, seed: int = 42, overwrite: bool = False) -> dict[str, int]:
     """Write every sample file; returns the number of sentences written per output file."""
     written = {}
     for output, (source, size) in SAMPLES.items():
-        dataset = load_spans(data_dir / source, labels=LABELS, drop_docstart=True)
-        subset = dataset.select(sample_indices(len(dataset), size, seed))
+        dataset = load_spans(data_dir / source, labels=LABELS, data_format="conll")
+        candidates = [index for index, tokens in enumerate(dataset["tokens"]) if has_text(tokens)]
+        subset = dataset.select(sample_indices(candidates, size, seed))
         write_span_json(subset, out_dir / output, overwrite=overwrite)
         written[output] = len(subset)
     return written
@@ -51,7 +62,7 @@ def make_sample(data_dir: Path, out_dir: Path, seed: int = 42, overwrite: bool =
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "conll03_en_de")
+    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "wikiann")
     parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "examples" / "data")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
