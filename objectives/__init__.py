@@ -24,7 +24,14 @@ from .maral import MaralObjective, MaralSettings
 from .mcl import MclObjective, MclSettings
 from .mlm import MlmSettings
 from .pram import PramObjective, PramSettings
-from .pseudo_labels import PseudoLabelObjective, PseudoLabelSettings, PseudoLabelStore, generate_pseudo_labels
+from .pseudo_labels import (
+    ENTITY_SHARE_WARNING_RATIO,
+    PseudoLabelObjective,
+    PseudoLabelSettings,
+    PseudoLabelStore,
+    generate_pseudo_labels,
+    pseudo_label_mix,
+)
 from .registry import (
     OBJECTIVES,
     ObjectiveContext,
@@ -39,6 +46,7 @@ from .self_training import SelfTrainingObjective
 from .source import SourceObjective
 
 __all__ = [
+    "ENTITY_SHARE_WARNING_RATIO",
     "OBJECTIVES",
     "ContProtoObjective",
     "ContProtoSettings",
@@ -61,6 +69,7 @@ __all__ = [
     "build_objective",
     "class_weights_from_counts",
     "generate_pseudo_labels",
+    "pseudo_label_mix",
     "methods",
     "model_inputs",
     "objective_spec",

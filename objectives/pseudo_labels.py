@@ -282,6 +282,43 @@ def generate_pseudo_labels(
     return PseudoLabelStore.from_predictions(dataset["sentence_id"], predictions, pruning)
 
 
+ENTITY_SHARE_WARNING_RATIO = 0.5
+"""`pseudo_label_mix` warns when the pseudo-labels' entity share is below this fraction of the source data's."""
+
+
+def pseudo_label_mix(
+    class_mass: torch.Tensor | np.ndarray, source_class_counts: np.ndarray, labels: list[str]
+) -> tuple[str, bool]:
+    """Compares the class mix of the pseudo-labels with that of the source training spans (needs no target labels).
+
+    A teacher that finds far fewer entities in the target text than the source data holds is likely to miss many
+    of them there; a student trained on its pseudo-labels then learns to miss them too (high precision, low recall).
+
+    Args:
+        class_mass: `(num_labels,)` summed soft labels of all target spans (`PseudoLabelStore.class_mass`).
+        source_class_counts: `(num_labels,)` gold span counts of the source training data.
+        labels: the label names, `O` first.
+
+    Returns:
+        A one-line report (percent of spans per class, pseudo-labels against source), and whether the entity
+        share of the pseudo-labels is below `ENTITY_SHARE_WARNING_RATIO` of the source's.
+
+    Example:
+        >>> pseudo_label_mix(np.array([98.0, 1.0, 1.0]), np.array([90, 5, 5]), ["O", "PER", "LOC"])
+        ('entities 2.00 % of the target spans (source 10.00 %): PER 1.00 % (5.00 %), LOC 1.00 % (5.00 %)', True)
+    """
+    target, source = (np.asarray(mass, dtype=np.float64) for mass in (class_mass, source_class_counts))
+    target, source = target / max(target.sum(), 1e-12), source / max(source.sum(), 1e-12)
+    classes = ", ".join(
+        f"{label} {100 * target[index]:.2f} % ({100 * source[index]:.2f} %)"
+        for index, label in enumerate(labels)
+        if index
+    )
+    entities = f"entities {100 * (1 - target[0]):.2f} % of the target spans (source {100 * (1 - source[0]):.2f} %)"
+    report = f"{entities}: {classes}"
+    return report, bool(1 - target[0] < ENTITY_SHARE_WARNING_RATIO * (1 - source[0]))
+
+
 class PseudoLabelObjective(TrainingObjective):
     """Shared part of the student objectives that train on a `PseudoLabelStore`: the store, the target-batch row
     lookup, once-per-epoch hook guards (a resumed epoch is not started twice), per-epoch history and state.

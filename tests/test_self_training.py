@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
 import run_xner
+from objectives import pseudo_label_mix
 from objectives.losses import soft_cross_entropy
 
 SOURCE = [
@@ -94,3 +96,12 @@ def test_self_training_student_keeps_the_mlp_head_and_reports_rounds(self_traini
     assert config["prediction_head"] == "mlp"
     assert "round_1_target_test_span_f1" in results and "teacher_target_test_span_f1" in results
     assert (output_dir / "rounds" / "round_1" / "stage.json").is_file()
+
+
+def test_pseudo_label_mix_compares_entity_shares_without_target_labels():
+    labels = ["O", "PER", "ORG"]
+    report, too_few = pseudo_label_mix(torch.tensor([97.0, 2.0, 1.0]), np.array([90, 6, 4]), labels)
+    assert report == "entities 3.00 % of the target spans (source 10.00 %): PER 2.00 % (6.00 %), ORG 1.00 % (4.00 %)"
+    assert too_few  # 3 % < half of 10 %
+    _, too_few = pseudo_label_mix(torch.tensor([94.0, 4.0, 2.0]), np.array([90, 6, 4]), labels)
+    assert not too_few  # 6 % >= half of 10 %
