@@ -446,12 +446,18 @@ class SelfTrainingPipeline:
         if self.is_main_process:
             store.save(stage_dir / PSEUDO_LABEL_FILE)
         logger.info("Pseudo-labelled %d target spans (%.1f MB).", len(store), store.nbytes() / 2**20)
-        report, too_few = pseudo_label_mix(store.class_mass(), self.source_class_counts, model.config.labels)
+        report, too_few = pseudo_label_mix(
+            store.class_mass(),
+            len(store.sentence_ids),
+            self.source_class_counts,
+            len(self.source_train),
+            model.config.labels,
+        )
         logger.info("Pseudo-label class mix: %s.", report)
         if too_few:
             logger.warning(
-                "The pseudo-labels hold less than %d %% of the source data's entity share: the model finds few "
-                "entities in the target text and a student trained on them may miss many (low recall). A stronger "
+                "The pseudo-labels hold less than %d %% of the source data's entities per sentence: the model finds "
+                "few entities in the target text and a student trained on them may miss many (low recall). A stronger "
                 "teacher (more source data or epochs, a larger encoder) helps most.",
                 100 * ENTITY_SHARE_WARNING_RATIO,
             )

@@ -283,40 +283,45 @@ def generate_pseudo_labels(
 
 
 ENTITY_SHARE_WARNING_RATIO = 0.5
-"""`pseudo_label_mix` warns when the pseudo-labels' entity share is below this fraction of the source data's."""
+"""`pseudo_label_mix` warns when the pseudo-labels hold fewer entities per sentence than this fraction of the source
+data's."""
 
 
 def pseudo_label_mix(
-    class_mass: torch.Tensor | np.ndarray, source_class_counts: np.ndarray, labels: list[str]
+    class_mass: torch.Tensor | np.ndarray,
+    num_target_sentences: int,
+    source_class_counts: np.ndarray,
+    num_source_sentences: int,
+    labels: list[str],
 ) -> tuple[str, bool]:
-    """Compares the class mix of the pseudo-labels with that of the source training spans (needs no target labels).
+    """Compares the entities per sentence of the pseudo-labels with those of the source data (needs no target
+    labels).
 
     A teacher that finds far fewer entities in the target text than the source data holds is likely to miss many
     of them there; a student trained on its pseudo-labels then learns to miss them too (high precision, low recall).
+    Entities are counted per sentence rather than per span, so that text split into characters (whose sentences have
+    many more spans) compares with text split into words.
 
     Args:
         class_mass: `(num_labels,)` summed soft labels of all target spans (`PseudoLabelStore.class_mass`).
+        num_target_sentences: sentences of the target text.
         source_class_counts: `(num_labels,)` gold span counts of the source training data.
+        num_source_sentences: sentences of the source training data.
         labels: the label names, `O` first.
 
     Returns:
-        A one-line report (percent of spans per class, pseudo-labels against source), and whether the entity
-        share of the pseudo-labels is below `ENTITY_SHARE_WARNING_RATIO` of the source's.
+        A one-line report (entities per sentence, per class, pseudo-labels against source), and whether the
+        pseudo-labels hold fewer than `ENTITY_SHARE_WARNING_RATIO` times the source's entities per sentence.
 
     Example:
-        >>> pseudo_label_mix(np.array([98.0, 1.0, 1.0]), np.array([90, 5, 5]), ["O", "PER", "LOC"])
-        ('entities 2.00 % of the target spans (source 10.00 %): PER 1.00 % (5.00 %), LOC 1.00 % (5.00 %)', True)
+        >>> pseudo_label_mix(np.array([98.0, 1.0, 1.0]), 4, np.array([90, 5, 5]), 5, ["O", "PER", "LOC"])
+        ('entities per sentence: pseudo-labels 0.50, source 2.00 (PER 0.25/1.00, LOC 0.25/1.00)', True)
     """
-    target, source = (np.asarray(mass, dtype=np.float64) for mass in (class_mass, source_class_counts))
-    target, source = target / max(target.sum(), 1e-12), source / max(source.sum(), 1e-12)
-    classes = ", ".join(
-        f"{label} {100 * target[index]:.2f} % ({100 * source[index]:.2f} %)"
-        for index, label in enumerate(labels)
-        if index
-    )
-    entities = f"entities {100 * (1 - target[0]):.2f} % of the target spans (source {100 * (1 - source[0]):.2f} %)"
-    report = f"{entities}: {classes}"
-    return report, bool(1 - target[0] < ENTITY_SHARE_WARNING_RATIO * (1 - source[0]))
+    target = np.asarray(class_mass, dtype=np.float64)[1:] / max(num_target_sentences, 1)
+    source = np.asarray(source_class_counts, dtype=np.float64)[1:] / max(num_source_sentences, 1)
+    classes = ", ".join(f"{label} {target[i]:.2f}/{source[i]:.2f}" for i, label in enumerate(labels[1:]))
+    report = f"entities per sentence: pseudo-labels {target.sum():.2f}, source {source.sum():.2f} ({classes})"
+    return report, bool(target.sum() < ENTITY_SHARE_WARNING_RATIO * source.sum())
 
 
 class PseudoLabelObjective(TrainingObjective):

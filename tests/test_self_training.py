@@ -98,10 +98,11 @@ def test_self_training_student_keeps_the_mlp_head_and_reports_rounds(self_traini
     assert (output_dir / "rounds" / "round_1" / "stage.json").is_file()
 
 
-def test_pseudo_label_mix_compares_entity_shares_without_target_labels():
+def test_pseudo_label_mix_compares_entities_per_sentence_without_target_labels():
     labels = ["O", "PER", "ORG"]
-    report, too_few = pseudo_label_mix(torch.tensor([97.0, 2.0, 1.0]), np.array([90, 6, 4]), labels)
-    assert report == "entities 3.00 % of the target spans (source 10.00 %): PER 2.00 % (6.00 %), ORG 1.00 % (4.00 %)"
-    assert too_few  # 3 % < half of 10 %
-    _, too_few = pseudo_label_mix(torch.tensor([94.0, 4.0, 2.0]), np.array([90, 6, 4]), labels)
-    assert not too_few  # 6 % >= half of 10 %
+    report, too_few = pseudo_label_mix(torch.tensor([970.0, 20.0, 10.0]), 100, np.array([900, 60, 40]), 50, labels)
+    assert report == "entities per sentence: pseudo-labels 0.30, source 2.00 (PER 0.20/1.20, ORG 0.10/0.80)"
+    assert too_few  # 0.3 < half of 2.0
+    # Many more spans per sentence (text split into characters) with the source's entities per sentence: no warning.
+    _, too_few = pseudo_label_mix(torch.tensor([9800.0, 120.0, 80.0]), 100, np.array([900, 60, 40]), 100, labels)
+    assert not too_few
