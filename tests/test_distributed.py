@@ -18,10 +18,13 @@ from tests.tiny_models import TINY_LABELS
 from trainer_maral import MaralTrainingArguments
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# Measured (tiny BERT, gloo, default MLM weights, three sessions): weights and self-training state agree to at most
-# 5e-6 (the float reduction order of the all-reduces differs). The vMF concentrations κ = pR / (1 - R²) and their
-# log-normalisers amplify the rounding of the class-mean norms R by up to 1 / (1 - R²): relative <= 4e-5.
-TOLERANCE = 2e-5
+# Measured (tiny BERT, gloo, default MLM weights): weights and self-training state agree to at most 5e-6 in three
+# sessions (the float reduction order of the all-reduces differs), and once to 3.7e-5 (a fresh-clone CI run on a
+# loaded CPU; the same code passed at 2e-5 before and after). A wrong loss or gradient normalisation across processes
+# (a factor on one term) should move them far more than 1e-4 (an expectation, not measured). The vMF concentrations
+# κ = pR / (1 - R²) and their log-normalisers amplify the rounding of the class-mean norms R by up to 1 / (1 - R²):
+# relative <= 4e-5.
+TOLERANCE = 1e-4
 DERIVED_BUFFERS = {"vmf_kappa", "vmf_log_normalizer"}
 DERIVED_RELATIVE_TOLERANCE = 1e-3
 # Sentences of different lengths: the processes' batches hold different numbers of spans and MLM tokens, so the
