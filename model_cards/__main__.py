@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -128,7 +127,7 @@ def card_info(args: argparse.Namespace) -> RunInfo:
         "dataset_id": args.dataset_id,
         "license": args.license,
     }
-    return dataclasses.replace(info, **{name: value for name, value in given.items() if value}).with_default_license()
+    return info.with_given(given)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -135,6 +135,11 @@ class RunInfo:
             self, **{name: value for name, value in missing.items() if getattr(self, name) is None}
         )
 
+    def with_given(self, given: dict[str, Any]) -> RunInfo:
+        """This info with the non-empty values of `given` (flags or arguments) on top, then `with_default_license`."""
+        chosen = {name: value for name, value in given.items() if value}
+        return dataclasses.replace(self, **chosen).with_default_license()
+
     def with_default_license(self) -> RunInfo:
         """This info, with the base model's license (`collect.encoder_license`) when it names none."""
         return self if self.license else dataclasses.replace(self, license=encoder_license(self.base_model))

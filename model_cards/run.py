@@ -185,7 +185,7 @@ def trainer_run_info(
         "tags": as_list(tags),
         "datasets": list(dict.fromkeys(as_list(dataset_tags) + as_list(dataset))),
     }
-    return dataclasses.replace(info, **{name: value for name, value in given.items() if value}).with_default_license()
+    return info.with_given(given)
 
 
 __all__ = ["publish_run", "run_info", "run_settings", "trainer_run_info", "write_run_card"]
