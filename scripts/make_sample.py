@@ -54,7 +54,10 @@ def make_sample(data_dir: Path, out_dir: Path, seed: int = 42, overwrite: bool =
     for output, (source, size) in SAMPLES.items():
         dataset = load_spans(data_dir / source, labels=LABELS, data_format="conll")
         candidates = [index for index, tokens in enumerate(dataset["tokens"]) if has_text(tokens)]
-        subset = dataset.select(sample_indices(candidates, size, seed))
+        try:
+            subset = dataset.select(sample_indices(candidates, size, seed))
+        except ValueError as error:
+            raise ValueError(f"{data_dir / source}: {error} (with text)") from error
         write_span_json(subset, out_dir / output, overwrite=overwrite)
         written[output] = len(subset)
     return written
