@@ -130,6 +130,10 @@ class MaralConfig(PretrainedConfig):
         decoding (`str`, *optional*, defaults to `"greedy"`):
             Default overlap resolution: `"greedy"` (non-overlapping, by descending score), `"legacy"` (the upstream
             heuristic) or `"none"` (overlaps kept).
+        o_logit_offset (`float`, *optional*, defaults to 0.0):
+            Nats subtracted from the `O` logit before the softmax whenever the model predicts (`predict`, evaluation,
+            pseudo-labelling, ONNX). Self-training with `--target_entity_floor` sets it, without target labels, when
+            the trained model finds too few entities in the target text; 0 keeps the head's own decisions.
         vmf_kappa_max (`float`, *optional*, defaults to 1e5):
             Upper clamp of the vMF concentrations κ (negative or overflowing estimates are set to it, as upstream).
         vmf_legacy_bessel (`bool`, *optional*, defaults to `False`):
@@ -173,6 +177,7 @@ class MaralConfig(PretrainedConfig):
         contrastive_temperature: float = 0.07,
         prediction_head: str = "mlp",
         decoding: str = "greedy",
+        o_logit_offset: float = 0.0,
         vmf_kappa_max: float = 1e5,
         vmf_legacy_bessel: bool = False,
         vmf_clip_gradient: bool = True,
@@ -201,6 +206,7 @@ class MaralConfig(PretrainedConfig):
         self.contrastive_temperature = contrastive_temperature
         self.prediction_head = prediction_head
         self.decoding = decoding
+        self.o_logit_offset = float(o_logit_offset)
         self.vmf_kappa_max = vmf_kappa_max
         self.vmf_legacy_bessel = vmf_legacy_bessel
         self.vmf_clip_gradient = vmf_clip_gradient
@@ -1412,10 +1418,15 @@ class MaralForSpanNER(MaralPreTrainedModel, SpanPredictionMixin):
 
     def span_probabilities(self, output: MaralSpanNEROutput) -> torch.Tensor:
         """Class probabilities of the configured prediction head: softmax of the MLP logits, or of the vMF logits
-        (without priors) once MARAL's student stage has set `prediction_head="vmf"`."""
+        (without priors) once MARAL's student stage has set `prediction_head="vmf"`; the `O` logit lowered by
+        `config.o_logit_offset`."""
         if self.config.prediction_head == "vmf":
-            return self.vmf_logits(output.projections).softmax(dim=-1)
-        return output.logits.float().softmax(dim=-1)
+            logits = self.vmf_logits(output.projections)
+        else:
+            logits = output.logits.float()
+        if self.config.o_logit_offset:
+            logits = torch.cat([logits[..., :1] - self.config.o_logit_offset, logits[..., 1:]], dim=-1)
+        return logits.softmax(dim=-1)
 
     # -- vMF distribution modelling (§6.2 of the method notes) ----------------------------------------------
 

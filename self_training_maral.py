@@ -384,6 +384,7 @@ class SelfTrainingPipeline:
             oracle = store.oracle_metrics(self.gold, args.pseudo_label_pruning)
             metrics["teacher_pseudo_label_oracle_f1"] = oracle["f1"]
             self._append_log(stage_dir, [{"stage": TEACHER_STAGE, "pseudo_label_oracle": oracle}])
+        metrics["teacher_pseudo_label_o_offset"] = store.o_offset
         return metrics
 
     def _student_stage(
@@ -415,10 +416,16 @@ class SelfTrainingPipeline:
             student.save_pretrained(stage_dir)
             # The objective's final state (refined pseudo-labels, reliable mask, priors, margins, bank).
             save_atomically(trainer.trainer_state_dict(), stage_dir / TRAINER_STATE_FILE)
-        self._label_target(student, stage_dir)
+        own_labels = self._label_target(student, stage_dir)
+        if own_labels.o_offset > 0:  # the entity floor: the student's own decisions on the target text
+            student.config.o_logit_offset += own_labels.o_offset
+            if self.is_main_process:
+                student.config.save_pretrained(stage_dir)
         stage = stage_name(round_stage(round_index))
         self._append_log(stage_dir, [{"stage": stage, **record} for record in objective.history])
-        return self._report(student, stage)
+        metrics = self._report(student, stage)
+        metrics[f"{stage}_o_logit_offset"] = student.config.o_logit_offset
+        return metrics
 
     # -- helpers -------------------------------------------------------------------------------------------------
 
@@ -435,6 +442,11 @@ class SelfTrainingPipeline:
             processing_class=model.tokenizer,
         )
 
+    @property
+    def source_entities_per_sentence(self) -> float:
+        """Gold entities per sentence of the source training data."""
+        return float(np.asarray(self.source_class_counts)[1:].sum()) / max(len(self.source_train), 1)
+
     def _label_target(self, model, stage_dir: Path) -> PseudoLabelStore:
         store = generate_pseudo_labels(
             model,
@@ -442,10 +454,20 @@ class SelfTrainingPipeline:
             self.args.per_device_eval_batch_size,
             self.args.pseudo_label_pruning,
             show_progress_bar=not self.args.disable_tqdm,
+            min_entities_per_sentence=self.args.target_entity_floor * self.source_entities_per_sentence,
         )
         if self.is_main_process:
             store.save(stage_dir / PSEUDO_LABEL_FILE)
         logger.info("Pseudo-labelled %d target spans (%.1f MB).", len(store), store.nbytes() / 2**20)
+        if store.o_offset > 0:
+            logger.info(
+                "Entity floor: the model found fewer than %.2f entities per sentence (%.2f x the source's %.2f) in "
+                "the target text; its O scores were lowered by %.3f nats for the pseudo-labels.",
+                self.args.target_entity_floor * self.source_entities_per_sentence,
+                self.args.target_entity_floor,
+                self.source_entities_per_sentence,
+                store.o_offset,
+            )
         report, too_few = pseudo_label_mix(
             store.class_mass(),
             len(store.sentence_ids),

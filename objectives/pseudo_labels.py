@@ -18,6 +18,7 @@ from output_layout import load_saved_state, save_atomically
 
 from .base import TrainingObjective, batch_to_device, model_inputs, unwrap_model
 from .distributed import all_gather_rows, all_reduce_sum, process_rank_and_count
+from .entity_floor import entity_floor_offset, lower_o_scores
 from .settings import SELF_TRAINING_METHODS, SettingCheck, help_text
 
 PRUNING_MODES = ("legacy", "greedy", "none")
@@ -42,6 +43,11 @@ class PseudoLabelSettings:
             vMF student does not relearn the source task in a few epochs, `base` for the others).
         self_training_rounds: student rounds; round r's student labels the target text for round r + 1.
         pseudo_label_pruning: overlap pruning of pseudo-labels: `legacy` (reference), `greedy` or `none`.
+        target_entity_floor: the entity floor (`objectives.entity_floor`), as a fraction of the source training
+            data's entities per sentence. When a model finds fewer entities per sentence in the target text, its `O`
+            scores are lowered by one offset until it reaches the floor: the teacher's for the pseudo-labels, and
+            each student's for its own decisions (saved as `o_logit_offset` in its config). 0 turns it off (the
+            reference code has no floor).
         ema_start, ema_end: EMA momentum of the pseudo-label refinement (MARAL, ContProto), linear over the epochs.
     """
 
@@ -72,6 +78,13 @@ class PseudoLabelSettings:
     pseudo_label_pruning: str = field(
         default="legacy", metadata=help_text("Overlap pruning of pseudo-labels.", PRUNING_MODES)
     )
+    target_entity_floor: float = field(
+        default=0.0,
+        metadata=help_text(
+            "Entity floor on the target text (pseudo-labels and the student's decisions), as a fraction of the "
+            "source data's entities per sentence; 0: off."
+        ),
+    )
     ema_start: float = field(default=0.95, metadata=help_text("EMA momentum of pseudo-label refinement at the start."))
     ema_end: float = field(default=0.80, metadata=help_text("EMA momentum of pseudo-label refinement at the end."))
 
@@ -83,6 +96,7 @@ class PseudoLabelSettings:
         SettingCheck("student_init", lambda value: value in (None, *STUDENT_STARTS), "must be base or teacher"),
         SettingCheck("self_training_rounds", lambda value: value >= 1, "must be >= 1"),
         SettingCheck("pseudo_label_pruning", lambda value: value in PRUNING_MODES, "unknown mode"),
+        SettingCheck("target_entity_floor", lambda value: value >= 0, "must be >= 0"),
         SettingCheck("ema_start", lambda value: 0 <= value <= 1, "must be in [0, 1]"),
         SettingCheck("ema_end", lambda value: 0 <= value <= 1, "must be in [0, 1]"),
     )
@@ -91,7 +105,7 @@ class PseudoLabelSettings:
 # The settings every student method's model card lists.
 STUDENT_CARD_SETTINGS = (
     "teacher_epochs", "teacher_selection", "teacher_checkpoint", "student_init", "self_training_rounds",
-    "pseudo_label_pruning",
+    "pseudo_label_pruning", "target_entity_floor",
 )  # fmt: skip
 
 
@@ -139,6 +153,7 @@ class PseudoLabelStore:
         visited: `(S,)` spans seen by the student since the store was created.
         logit_cache: `(S,)` vMF logit of each span's pseudo-class at its last visit (the entry of `Λ` that anchor
             selection reads; the upstream code keeps all `C` logits, of which it only ever reads this one).
+        o_offset: nats by which the labelling model's `O` scores were lowered (the entity floor; 0 without it).
     """
 
     def __init__(
@@ -160,29 +175,38 @@ class PseudoLabelStore:
         self.reliable = torch.ones(num_spans, dtype=torch.bool)
         self.visited = torch.zeros(num_spans, dtype=torch.bool)
         self.logit_cache = torch.ones(num_spans)
+        self.o_offset = 0.0
         self._sorted_ids, self._sorted_rows = torch.sort(self.sentence_ids)
 
     @classmethod
     def from_predictions(
-        cls, sentence_ids: list[int], predictions: list[SentencePrediction], pruning: str = "legacy"
+        cls,
+        sentence_ids: list[int],
+        predictions: list[SentencePrediction],
+        pruning: str = "legacy",
+        o_offset: float = 0.0,
     ) -> PseudoLabelStore:
         """Soft labels from a model's predictions (§5): kept entity spans keep their distribution, every other
-        span (predicted `O`, or removed by overlap pruning) becomes one-hot `O`."""
+        span (predicted `O`, or removed by overlap pruning) becomes one-hot `O`. With `o_offset` the `O` scores are
+        first lowered by that many nats (`entity_floor.lower_o_scores`)."""
         rows, counts, words = [], [], []
         for prediction in predictions:
-            labels = np.zeros_like(prediction.probabilities)
+            probabilities = lower_o_scores(prediction.probabilities, o_offset)
+            labels = np.zeros_like(probabilities)
             labels[:, 0] = 1.0
-            kept = decode_span_indices(prediction.span_words, prediction.probabilities, pruning)
-            labels[kept] = prediction.probabilities[kept]
+            kept = decode_span_indices(prediction.span_words, probabilities, pruning)
+            labels[kept] = probabilities[kept]
             rows.append(labels)
             counts.append(len(labels))
             words.append(prediction.span_words)
-        return cls(
+        store = cls(
             torch.tensor(sentence_ids, dtype=torch.long),
             torch.tensor(counts, dtype=torch.long),
             torch.from_numpy(np.concatenate(words)),
             torch.from_numpy(np.concatenate(rows)),
         )
+        store.o_offset = float(o_offset)
+        return store
 
     def __len__(self) -> int:
         return len(self.probabilities)
@@ -237,12 +261,14 @@ class PseudoLabelStore:
             "reliable": self.reliable,
             "visited": self.visited,
             "logit_cache": self.logit_cache,
+            "o_offset": torch.tensor(self.o_offset, dtype=torch.float64),
         }
 
     @classmethod
     def from_state_dict(cls, state: dict[str, torch.Tensor]) -> PseudoLabelStore:
         store = cls(state["sentence_ids"], state["offsets"].diff(), state["span_words"], state["probabilities"])
         store.reliable, store.visited, store.logit_cache = state["reliable"], state["visited"], state["logit_cache"]
+        store.o_offset = float(state.get("o_offset", 0.0))
         if store.logit_cache.dim() == 2:  # a checkpoint with the full `(S, C)` cache: keep what selection reads
             store.logit_cache = store.logit_cache.gather(1, store.probabilities.argmax(1, keepdim=True)).squeeze(1)
         return store
@@ -273,13 +299,24 @@ class PseudoLabelStore:
 
 @torch.no_grad()
 def generate_pseudo_labels(
-    model, dataset, batch_size: int = 32, pruning: str = "legacy", show_progress_bar: bool = False
+    model,
+    dataset,
+    batch_size: int = 32,
+    pruning: str = "legacy",
+    show_progress_bar: bool = False,
+    min_entities_per_sentence: float = 0.0,
 ) -> PseudoLabelStore:
-    """Labels every scorable span of the target `dataset` with `model`'s current prediction head."""
+    """Labels every scorable span of the target `dataset` with `model`'s current prediction head.
+
+    Args:
+        min_entities_per_sentence: the entity floor (`entity_floor.entity_floor_offset`); 0: the model's own
+            decisions. The offset applied is the store's `o_offset`.
+    """
     predictions = unwrap_model(model).predict_words(
         dataset["tokens"], batch_size=batch_size, decoding=pruning, show_progress_bar=show_progress_bar
     )
-    return PseudoLabelStore.from_predictions(dataset["sentence_id"], predictions, pruning)
+    offset = entity_floor_offset(predictions, pruning, min_entities_per_sentence)
+    return PseudoLabelStore.from_predictions(dataset["sentence_id"], predictions, pruning, offset)
 
 
 ENTITY_SHARE_WARNING_RATIO = 0.5

@@ -54,12 +54,9 @@ def write_records(path, records) -> str:
     return str(path)
 
 
-@pytest.fixture(scope="module")
-def self_training_run(tmp_path_factory, tiny_encoder_dir):
-    directory = tmp_path_factory.mktemp("self_training")
-    output_dir = directory / "out"
-    argv = [
-        f"--model_name_or_path={tiny_encoder_dir}",
+def self_training_argv(directory, encoder_dir, output_dir) -> list[str]:
+    return [
+        f"--model_name_or_path={encoder_dir}",
         f"--source_train_file={write_records(directory / 'source.json', SOURCE)}",
         f"--source_validation_file={write_records(directory / 'dev.json', SOURCE[:2])}",
         f"--target_unlabeled_file={write_records(directory / 'target.json', TARGET)}",
@@ -76,7 +73,13 @@ def self_training_run(tmp_path_factory, tiny_encoder_dir):
         "--do_train",
         "--do_predict",
     ]
-    return output_dir, run_xner.main(argv)
+
+
+@pytest.fixture(scope="module")
+def self_training_run(tmp_path_factory, tiny_encoder_dir):
+    directory = tmp_path_factory.mktemp("self_training")
+    output_dir = directory / "out"
+    return output_dir, run_xner.main(self_training_argv(directory, tiny_encoder_dir, output_dir))
 
 
 def test_self_training_keeps_the_teacher_pseudo_labels_fixed(self_training_run):
@@ -106,3 +109,26 @@ def test_pseudo_label_mix_compares_entities_per_sentence_without_target_labels()
     # Many more spans per sentence (text split into characters) with the source's entities per sentence: no warning.
     _, too_few = pseudo_label_mix(torch.tensor([9800.0, 120.0, 80.0]), 100, np.array([900, 60, 40]), 100, labels)
     assert not too_few
+
+
+def test_entity_floor_lifts_the_pseudo_labels_and_the_students_decisions(
+    self_training_run, tmp_path, tiny_encoder_dir
+):
+    """`--target_entity_floor`: a tiny teacher finds almost no entities in the target text; the floor (here the
+    source's own rate) lowers its `O` scores for the pseudo-labels, and the student's for its saved decisions."""
+    plain_dir, _ = self_training_run
+    output_dir = tmp_path / "floor"
+    argv = self_training_argv(tmp_path, tiny_encoder_dir, output_dir)
+    results = run_xner.main([*argv, "--target_entity_floor=1.0"])
+    source_rate = sum(len(record["span_posLabel"]) for record in SOURCE) / len(SOURCE)
+
+    teacher_labels = torch.load(output_dir / "teacher" / "pseudo_labels.pt", weights_only=True)
+    assert float(teacher_labels["o_offset"]) > 0 and results["teacher_pseudo_label_o_offset"] > 0
+    assert (teacher_labels["probabilities"].argmax(1) != 0).sum() / len(TARGET) >= source_rate
+    plain_labels = torch.load(plain_dir / "teacher" / "pseudo_labels.pt", weights_only=True)
+    entity_spans = [(labels["probabilities"].argmax(1) != 0).sum() for labels in (plain_labels, teacher_labels)]
+    assert entity_spans[0] < entity_spans[1]
+
+    config = json.loads((output_dir / "config.json").read_text())
+    assert config["o_logit_offset"] == pytest.approx(results["round_1_o_logit_offset"])
+    assert config["o_logit_offset"] > 0
