@@ -468,3 +468,22 @@ def test_a_teacher_without_its_saved_model_is_not_done(tmp_path):
     assert layout.is_done(teacher) and layout.teacher_ready(student)
     matrix_data.write_json_atomically(layout.result_file(student), {"target_test_span_f1": 0.6})
     assert layout.is_done(student)  # a student's result is enough
+
+
+def test_students_of_a_teacher_saved_here_run_before_another_teacher_is_trained(tmp_path):
+    layout = matrix.Layout(tmp_path / "out", tmp_path / "results")
+    plan = small_plan()  # both teachers first, then their students
+    zh_teacher = plan[1]
+    FakeCells(layout)(zh_teacher, None)  # trained earlier in this session: its result and its model are here
+    conll_teacher = plan[0]
+    matrix_data.write_json_atomically(layout.result_file(conll_teacher), {"method": "source_only"})  # no model here
+    claimed = []
+    while (claim := matrix_queue.next_cell(plan, layout)) is not None:
+        cell, lock = claim
+        claimed.append(cell)
+        FakeCells(layout)(cell, lock)
+        lock.release()
+    zh_students = [cell for cell in plan if cell.dataset == "wikiann_zh" and cell.method != "source_only"]
+    assert claimed[: len(zh_students)] == zh_students
+    assert claimed[len(zh_students)] == conll_teacher  # trained again only then, before its own students
+    assert sorted(claimed, key=plan.index) == [cell for cell in plan if cell != zh_teacher]
