@@ -476,12 +476,13 @@ class SelfTrainingPipeline:
             model.config.labels,
         )
         logger.info("Pseudo-label class mix: %s.", report)
-        if too_few:
+        if too_few and not self.args.target_entity_floor:
             logger.warning(
                 "The pseudo-labels hold less than %d %% of the source data's entities per sentence: the model finds "
-                "few entities in the target text and a student trained on them may miss many (low recall). A stronger "
-                "teacher (more source data or epochs, a larger encoder) helps most.",
+                "few entities in the target text and a student trained on them may miss many (low recall). The entity "
+                "floor (--target_entity_floor %.1f, the default) corrects for it without target labels.",
                 100 * ENTITY_SHARE_WARNING_RATIO,
+                ENTITY_SHARE_WARNING_RATIO,
             )
         return store
 

@@ -76,7 +76,8 @@ def summarize_method(records: Mapping[int, dict], methods: Mapping[str, Mapping[
     """Seeds, per-metric mean ± std and the paired differences against each baseline present."""
     summary: dict = {"seeds": sorted(records)}
     for metric in METRICS:
-        summary[metric] = mean_and_std([records[seed][metric] for seed in sorted(records)])
+        # A diagnostic record may lack a metric (`entity_floor_teacher.py` scores the target test set only).
+        summary[metric] = mean_and_std([records[seed][metric] for seed in sorted(records) if metric in records[seed]])
     for baseline in BASELINES:
         if baseline in methods:
             differences = paired_differences(records, methods[baseline], DIFFERENCE_METRIC)

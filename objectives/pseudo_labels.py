@@ -18,7 +18,7 @@ from output_layout import load_saved_state, save_atomically
 
 from .base import TrainingObjective, batch_to_device, model_inputs, unwrap_model
 from .distributed import all_gather_rows, all_reduce_sum, process_rank_and_count
-from .entity_floor import entity_floor_offset, lower_o_scores
+from .entity_floor import DEFAULT_ENTITY_FLOOR, entity_floor_offset, lower_o_scores
 from .settings import SELF_TRAINING_METHODS, SettingCheck, help_text
 
 PRUNING_MODES = ("legacy", "greedy", "none")
@@ -46,8 +46,8 @@ class PseudoLabelSettings:
         target_entity_floor: the entity floor (`objectives.entity_floor`), as a fraction of the source training
             data's entities per sentence. When a model finds fewer entities per sentence in the target text, its `O`
             scores are lowered by one offset until it reaches the floor: the teacher's for the pseudo-labels, and
-            each student's for its own decisions (saved as `o_logit_offset` in its config). 0 turns it off (the
-            reference code has no floor).
+            each student's for its own decisions (saved as `o_logit_offset` in its config). Default
+            `DEFAULT_ENTITY_FLOOR` (0.5); 0 turns it off (the reference code has no floor).
         ema_start, ema_end: EMA momentum of the pseudo-label refinement (MARAL, ContProto), linear over the epochs.
     """
 
@@ -79,7 +79,7 @@ class PseudoLabelSettings:
         default="legacy", metadata=help_text("Overlap pruning of pseudo-labels.", PRUNING_MODES)
     )
     target_entity_floor: float = field(
-        default=0.0,
+        default=DEFAULT_ENTITY_FLOOR,
         metadata=help_text(
             "Entity floor on the target text (pseudo-labels and the student's decisions), as a fraction of the "
             "source data's entities per sentence; 0: off."
@@ -319,7 +319,7 @@ def generate_pseudo_labels(
     return PseudoLabelStore.from_predictions(dataset["sentence_id"], predictions, pruning, offset)
 
 
-ENTITY_SHARE_WARNING_RATIO = 0.5
+ENTITY_SHARE_WARNING_RATIO = DEFAULT_ENTITY_FLOOR
 """`pseudo_label_mix` warns when the pseudo-labels hold fewer entities per sentence than this fraction of the source
 data's."""
 
