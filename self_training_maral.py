@@ -34,6 +34,7 @@ from objectives import (
     require_target_text,
 )
 from objectives.distributed import wait_for_all_processes
+from objectives.entity_floor import source_entities_per_sentence
 from output_layout import (
     PARTIAL_SUFFIX,
     PSEUDO_LABEL_FILE,
@@ -442,19 +443,16 @@ class SelfTrainingPipeline:
             processing_class=model.tokenizer,
         )
 
-    @property
-    def source_entities_per_sentence(self) -> float:
-        """Gold entities per sentence of the source training data."""
-        return float(np.asarray(self.source_class_counts)[1:].sum()) / max(len(self.source_train), 1)
-
     def _label_target(self, model, stage_dir: Path) -> PseudoLabelStore:
+        source_rate = source_entities_per_sentence(self.source_class_counts, len(self.source_train))
+        floor = self.args.target_entity_floor * source_rate
         store = generate_pseudo_labels(
             model,
             self.target_dataset,
             self.args.per_device_eval_batch_size,
             self.args.pseudo_label_pruning,
             show_progress_bar=not self.args.disable_tqdm,
-            min_entities_per_sentence=self.args.target_entity_floor * self.source_entities_per_sentence,
+            min_entities_per_sentence=floor,
         )
         if self.is_main_process:
             store.save(stage_dir / PSEUDO_LABEL_FILE)
@@ -463,9 +461,9 @@ class SelfTrainingPipeline:
             logger.info(
                 "Entity floor: the model found fewer than %.2f entities per sentence (%.2f x the source's %.2f) in "
                 "the target text; its O scores were lowered by %.3f nats for the pseudo-labels.",
-                self.args.target_entity_floor * self.source_entities_per_sentence,
+                floor,
                 self.args.target_entity_floor,
-                self.source_entities_per_sentence,
+                source_rate,
                 store.o_offset,
             )
         report, too_few = pseudo_label_mix(

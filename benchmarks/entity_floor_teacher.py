@@ -20,8 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 REPOSITORY = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPOSITORY))
 
@@ -30,7 +28,7 @@ from data_loading import load_spans  # noqa: E402
 from data_loading.statistics import count_span_labels  # noqa: E402
 from evaluation_maral import evaluate_datasets  # noqa: E402
 from modeling_maral import MaralForSpanNER  # noqa: E402
-from objectives.entity_floor import entity_floor_offset  # noqa: E402
+from objectives.entity_floor import entity_floor_offset, source_entities_per_sentence  # noqa: E402
 
 METRICS = ("span_f1", "span_precision", "span_recall", "seqeval_f1")
 
@@ -66,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     source = load_spans(str(data_dir / "source_train.json"), labels=labels)
     target = load_spans(str(data_dir / "target_unlabeled.json"), labels=labels, unlabeled=True)
     test = load_spans(str(data_dir / "target_test.json"), labels=labels)
-    source_rate = float(np.asarray(count_span_labels(source, model.config.max_span_width))[1:].sum()) / len(source)
+    source_rate = source_entities_per_sentence(count_span_labels(source, model.config.max_span_width), len(source))
     predictions = model.predict_words(target["tokens"], batch_size=args.batch_size, decoding=args.pruning)
     offset = entity_floor_offset(predictions, args.pruning, args.ratio * source_rate)
 

@@ -31,6 +31,12 @@ SEARCH_STEPS = 30
 """Bisection steps of `entity_floor_offset` (30 steps: about 3e-8 nats)."""
 
 
+def source_entities_per_sentence(class_counts, num_sentences: int) -> float:
+    """Gold entities per sentence of the source data, from its span counts per class (`O` first): the rate the
+    floor is a fraction of."""
+    return float(np.asarray(class_counts)[1:].sum()) / max(num_sentences, 1)
+
+
 def lower_o_scores(probabilities: np.ndarray, offset: float) -> np.ndarray:
     """Class probabilities with the `O` log-probability lowered by `offset` nats, renormalised.
 
